@@ -1,0 +1,1 @@
+"""Streamlit helpers shared by the builder and the pages."""
