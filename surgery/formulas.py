@@ -13,7 +13,9 @@ def effective_kernel(kernel_size: int, dilation: int = 1) -> int:
     return dilation * (kernel_size - 1) + 1
 
 
-def conv_out(size: int, kernel_size: int, stride: int, padding: int, dilation: int) -> int:
+def conv_out(
+    size: int, kernel_size: int, stride: int, padding: int, dilation: int
+) -> int:
     """floor((in + 2p - d(k-1) - 1) / s) + 1; below 1 means PyTorch refuses."""
     span = size + 2 * padding - effective_kernel(kernel_size, dilation)
     return span // stride + 1
@@ -22,14 +24,12 @@ def conv_out(size: int, kernel_size: int, stride: int, padding: int, dilation: i
 def pool_out(
     size: int, kernel_size: int, stride: int, padding: int, ceil_mode: bool
 ) -> int:
-    """PyTorch's pooling size, including ceil_mode's rule that the last window
-    must start inside the input or its left padding."""
+    """floor((in + 2p - k) / s) + 1, or with ceil_mode the ceiling, less one when
+    the last window would start beyond the input and its left padding."""
     span = size + 2 * padding - kernel_size
-    if span < 0:
-        return span // stride + 1
     if not ceil_mode:
         return span // stride + 1
-    out = math.ceil(span / stride) + 1
+    out = -(-span // stride) + 1
     if (out - 1) * stride >= size + padding:
         out -= 1
     return out

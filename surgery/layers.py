@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
-from .spec import FC, Act, Activation, BatchNorm, Block, Conv, Dropout, Pad, Pool, PoolKind
+from .spec import (
+    FC,
+    Act,
+    Activation,
+    BatchNorm,
+    Block,
+    Conv,
+    Dropout,
+    Pad,
+    Pool,
+    PoolKind,
+)
 
 Shape = tuple[int, ...]
 
@@ -18,8 +30,14 @@ ACTIVATIONS: dict[Activation, type[nn.Module]] = {
 }
 
 
-def make_layer(block: Block, in_shape: Shape) -> nn.Module:
-    """The module for `block`; `in_shape` is (C, H, W) or (features,)."""
+def make_layer(
+    block: Block, in_shape: Shape, device: torch.device | str | None = None
+) -> nn.Module:
+    """The module for `block`; `in_shape` is (C, H, W) or (features,).
+
+    Parameters are created on `device` (default: torch's current default device);
+    on "meta" they take no memory and their initialisation draws no random numbers.
+    """
     if isinstance(block, Pad):
         return nn.ZeroPad2d(block.padding)
     if isinstance(block, Conv):
@@ -30,24 +48,25 @@ def make_layer(block: Block, in_shape: Shape) -> nn.Module:
             stride=block.stride,
             padding=block.padding,
             dilation=block.dilation,
+            device=device,
         )
     if isinstance(block, Pool):
         return _make_pool(block)
     if isinstance(block, Act):
         return ACTIVATIONS[block.fn]()
     if isinstance(block, FC):
-        return nn.Linear(in_shape[0], block.out_features)
+        return nn.Linear(in_shape[0], block.out_features, device=device)
     if isinstance(block, Dropout):
         return nn.Dropout(block.p)
     if isinstance(block, BatchNorm):
         if len(in_shape) == 3:
-            return nn.BatchNorm2d(in_shape[0])
-        return nn.BatchNorm1d(in_shape[0])
+            return nn.BatchNorm2d(in_shape[0], device=device)
+        return nn.BatchNorm1d(in_shape[0], device=device)
     raise TypeError(f"unknown block {block!r}")
 
 
 def _make_pool(block: Pool) -> nn.Module:
-    if block.kind is PoolKind.MAX:
+    if block.kind == PoolKind.MAX:
         return nn.MaxPool2d(
             block.kernel_size,
             stride=block.effective_stride,

@@ -21,12 +21,11 @@ def build_model(spec: Spec, device: torch.device | str | None = None) -> nn.Sequ
     report = trace(spec)
     if report.error is not None:
         raise SpecError(report.error.message, report.error.index)
+
     modules: OrderedDict[str, nn.Module] = OrderedDict()
-    flattened = False
-    with torch.device(device or "cpu"):
-        for row, block in zip(report.rows, spec.blocks):
-            if isinstance(block, FC) and not flattened:
-                modules["flatten"] = nn.Flatten()
-            flattened = flattened or isinstance(block, FC)
-            modules[row.name] = make_layer(block, row.input_shape)
+    device = device or "cpu"
+    for row, block in zip(report.rows, spec.blocks):
+        if isinstance(block, FC) and "flatten" not in modules:
+            modules["flatten"] = nn.Flatten()
+        modules[row.name] = make_layer(block, row.input_shape, device=device)
     return nn.Sequential(modules)

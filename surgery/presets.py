@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .spec import FC, Act, Activation, BatchNorm, Conv, Dropout, Pad, Pool, PoolKind, Spec
+from .spec import (
+    FC,
+    Act,
+    Activation,
+    BatchNorm,
+    Conv,
+    Dropout,
+    Pad,
+    Pool,
+    PoolKind,
+    Spec,
+)
 
 RELU = Act(Activation.RELU)
 TANH = Act(Activation.TANH)
@@ -114,7 +125,5 @@ def preset_names() -> list[str]:
 def get_preset(name: str) -> Spec:
     """The preset's spec; an unknown name is a ValueError listing the choices."""
     if name not in PRESETS:
-        raise ValueError(
-            f"preset {name!r} is unknown; use one of {', '.join(PRESETS)}"
-        )
+        raise ValueError(f"preset {name!r} is unknown; use one of {', '.join(PRESETS)}")
     return PRESETS[name].spec

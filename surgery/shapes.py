@@ -7,12 +7,12 @@ Param # and Mult-Adds columns.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import functools
+import math
 from dataclasses import dataclass
 
 import torch
 import torchinfo
-from torch import nn
 
 from .formulas import (
     conv_out,
@@ -22,9 +22,20 @@ from .formulas import (
     pool_out,
 )
 from .layers import Shape, layer_name, make_layer
-from .spec import FC, Block, Conv, Pool, Spec, SpecError, describe, structure_problem
+from .spec import (
+    FC,
+    INT_RANGES,
+    Block,
+    Conv,
+    Pool,
+    Spec,
+    block_problem,
+    describe,
+    structure_problem,
+)
 
-# A batch of 2 keeps BatchNorm's training-mode statistics defined.
+# A batch of 2 keeps BatchNorm's training-mode statistics defined; torchinfo's
+# Mult-Adds cover the whole batch and are divided back to one image.
 CHECK_BATCH = 2
 
 
@@ -76,73 +87,96 @@ def format_shape(shape: Shape) -> str:
 
 
 def trace(spec: Spec) -> ShapeReport:
-    """Run `spec` block by block on the meta device; stop at the first failure."""
+    """Run `spec` block by block on the meta device; stop at the first failure.
+
+    Rows stop before the failing block. A broken order of blocks (see
+    `structure_problem`) is reported as the error of the block that breaks it.
+    """
     problem = structure_problem(spec)
     stop = problem.index if problem is not None and problem.index else None
-    with torch.device("meta"):
-        walk = _walk(spec.blocks[: stop - 1 if stop else None], spec.input)
-    modules, shapes, flatten, error = walk
+    blocks = spec.blocks[: stop - 1] if stop else spec.blocks
+    rows, flatten, error = _walk(blocks, spec.input)
     if error is None and problem is not None:
         error = BlockError(problem.index or 1, str(problem))
-    rows = _count(spec, modules, shapes)
     return ShapeReport(spec, rows, flatten, error)
 
 
-def _walk(blocks: tuple[Block, ...], input_shape: Shape):
-    x = torch.empty(CHECK_BATCH, *input_shape)
-    modules: OrderedDict[str, nn.Module] = OrderedDict()
-    shapes: list[tuple[Block, Shape, Shape]] = []
+def _walk(
+    blocks: tuple[Block, ...], input_shape: Shape
+) -> tuple[tuple[ShapeRow, ...], int | None, BlockError | None]:
+    """Rows for `blocks` in order, the flatten size, and the first failure."""
+    rows: list[ShapeRow] = []
     counts: dict[str, int] = {}
     flatten = None
+    shape = tuple(input_shape)
     for index, block in enumerate(blocks, start=1):
-        if isinstance(block, FC) and x.dim() == 4:
-            modules["flatten"] = nn.Flatten()
-            x = x.flatten(1)
-            flatten = x.shape[1]
-        in_shape = tuple(x.shape[1:])
-        try:
-            layer = make_layer(block, in_shape)
-            x = layer(x)
-        except (RuntimeError, ValueError, IndexError):
-            return modules, shapes, flatten, BlockError(
-                index, failure_message(block, in_shape, index)
-            )
+        if isinstance(block, FC) and len(shape) == 3:
+            flatten = math.prod(shape)
+            shape = (flatten,)
+        step = _step(block, shape)
+        if step is None:
+            return tuple(rows), flatten, _block_error(block, shape, index)
+
         prefix = layer_name(block, 0)[:-1]
         counts[prefix] = counts.get(prefix, 0) + 1
-        modules[layer_name(block, counts[prefix])] = layer
-        shapes.append((block, in_shape, tuple(x.shape[1:])))
-    return modules, shapes, flatten, None
-
-
-def _count(spec: Spec, modules, shapes) -> tuple[ShapeRow, ...]:
-    """Param # and Mult-Adds per block from torchinfo, per image."""
-    if not shapes:
-        return ()
-    model = nn.Sequential(modules)
-    x = torch.empty(CHECK_BATCH, *spec.input, device="meta")
-    summary = torchinfo.summary(model, input_data=x, device="meta", verbose=0)
-    infos = {
-        info.var_name: info for info in summary.summary_list if info.depth == 1
-    }
-    names = [name for name in modules if name != "flatten"]
-    rows = []
-    for index, (name, (block, in_shape, out_shape)) in enumerate(
-        zip(names, shapes), start=1
-    ):
-        info = infos[name]
         rows.append(
             ShapeRow(
                 index=index,
                 type=block.type,
-                name=name,
+                name=layer_name(block, counts[prefix]),
                 label=describe(block),
-                input_shape=in_shape,
-                output_shape=out_shape,
-                params=info.num_params,
-                mult_adds=info.macs // CHECK_BATCH,
+                input_shape=shape,
+                output_shape=step.output_shape,
+                params=step.params,
+                mult_adds=step.mult_adds,
             )
         )
-    return tuple(rows)
+        shape = step.output_shape
+    return tuple(rows), flatten, None
+
+
+@dataclass(frozen=True)
+class _Step:
+    """What one block does to one input shape, per image."""
+
+    output_shape: Shape
+    params: int
+    mult_adds: int
+
+
+# The app re-traces the whole stack on every edit; all blocks before the edited one
+# see the same input again, so their meta forward pass and summary are reused.
+@functools.lru_cache(maxsize=4096)
+def _step(block: Block, in_shape: Shape) -> _Step | None:
+    """PyTorch's forward pass of the block on meta, counted by torchinfo; None
+    when the block's fields break a rule or PyTorch refuses the input."""
+    if block_problem(block, 0) is not None:
+        return None
+    try:
+        layer = make_layer(block, in_shape, device="meta")
+    except (RuntimeError, ValueError):
+        return None
+    images = torch.empty(CHECK_BATCH, *in_shape, device="meta")
+    try:
+        summary = torchinfo.summary(layer, input_data=images, device="meta", verbose=0)
+    except RuntimeError as exc:
+        # torchinfo wraps the forward pass's own error; anything else is a bug.
+        if isinstance(exc.__cause__, (RuntimeError, ValueError, IndexError)):
+            return None
+        raise
+    info = summary.summary_list[0]
+    return _Step(
+        output_shape=tuple(info.output_size[1:]),
+        params=info.num_params,
+        mult_adds=info.macs // CHECK_BATCH,
+    )
+
+
+def _block_error(block: Block, in_shape: Shape, index: int) -> BlockError:
+    problem = block_problem(block, index)
+    if problem is not None:
+        return BlockError(index, str(problem))
+    return BlockError(index, failure_message(block, in_shape, index))
 
 
 def failure_message(block: Block, in_shape: Shape, index: int) -> str:
@@ -167,35 +201,50 @@ def _conv_failure(block: Conv, in_shape: Shape) -> str | None:
     side = min(in_shape[1:])
     if conv_out(side, k, block.stride, p, d) >= 1:
         return None
-    padded = "x".join(str(s + 2 * p) for s in in_shape[1:])
-    span = effective_kernel(k, d)
-    what = f"kernel_size {k}" if d == 1 else f"kernel_size {k} (span {span} at dilation {d})"
-    where = f"input {format_shape(in_shape)}"
-    if p:
-        where += f" padded by {p} to {padded}"
-    fixes = f"set padding to {min_conv_padding(side, k, d)}"
-    if max_conv_kernel(side, p, d) >= 1:
-        fixes = f"lower kernel_size to {max_conv_kernel(side, p, d)} or {fixes}"
-    return f"{where} is smaller than {what}; {fixes}"
+
+    what = f"kernel_size {k}"
+    if d != 1:
+        what += f" (span {effective_kernel(k, d)} at dilation {d})"
+    fixes = [f"lower kernel_size to {max_conv_kernel(side, p, d)}"]
+    padding = min_conv_padding(side, k, d)
+    if padding <= INT_RANGES["padding"][1]:
+        fixes.append(f"set padding to {padding}")
+    return f"{_input_words(in_shape, p)} is smaller than {what}; {' or '.join(fixes)}"
 
 
 def _pool_failure(block: Pool, in_shape: Shape) -> str | None:
     k, p = block.kernel_size, block.padding
     if 2 * p > k:
+        fix = f"lower padding to {k // 2}"
+        if 2 * p <= INT_RANGES["kernel_size"][1]:
+            fix += f" or raise kernel_size to {2 * p}"
         return (
-            f"padding {p} is more than half of kernel_size {k}; PyTorch allows at "
-            f"most {k // 2}; lower padding to {k // 2} or raise kernel_size to {2 * p}"
+            f"padding {p} is more than half of kernel_size {k}; PyTorch allows "
+            f"at most {k // 2}; {fix}"
         )
     side = min(in_shape[1:])
-    s = block.effective_stride
-    if pool_out(side, k, s, p, block.ceil_mode) >= 1:
+    if _pool_fits(block, side, k):
         return None
-    fits = [
-        kk
-        for kk in range(k - 1, 0, -1)
-        if 2 * p <= kk and pool_out(side, kk, s, p, block.ceil_mode) >= 1
-    ]
+
     fix = "remove this pool"
+    smallest = max(1, 2 * p)
+    fits = [kk for kk in range(k - 1, smallest - 1, -1) if _pool_fits(block, side, kk)]
     if fits:
         fix += f" or lower kernel_size to {fits[0]}"
-    return f"input {format_shape(in_shape)} is smaller than kernel_size {k}; {fix}"
+    return f"{_input_words(in_shape, p)} is smaller than kernel_size {k}; {fix}"
+
+
+def _pool_fits(block: Pool, side: int, kernel_size: int) -> bool:
+    """Whether `block` with `kernel_size` gives at least one output on `side`;
+    stride None follows the kernel."""
+    stride = kernel_size if block.stride is None else block.stride
+    return pool_out(side, kernel_size, stride, block.padding, block.ceil_mode) >= 1
+
+
+def _input_words(in_shape: Shape, padding: int) -> str:
+    """'input 16x1x1', or 'input 3x2x2 padded by 1 to 4x4'."""
+    words = f"input {format_shape(in_shape)}"
+    if padding:
+        padded = "x".join(str(side + 2 * padding) for side in in_shape[1:])
+        words += f" padded by {padding} to {padded}"
+    return words

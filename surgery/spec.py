@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
-from typing import Any, Union
+from typing import Any
 
 
 class SpecError(ValueError):
     """A spec that breaks a rule; `index` is the 1-based block number, if any."""
 
-    def __init__(self, message: str, index: int | None = None, field: str | None = None):
+    def __init__(
+        self, message: str, index: int | None = None, field: str | None = None
+    ):
         super().__init__(message)
         self.index = index
         self.field = field
@@ -34,6 +36,14 @@ class Activation(str, Enum):
 class PoolKind(str, Enum):
     MAX = "max"
     AVG = "avg"
+
+
+def _as_enum(enum: type[Enum], value: Any) -> Any:
+    """The member for a valid plain string ("max" -> PoolKind.MAX); anything else
+    is kept as it is, for `block_problem` to report."""
+    if isinstance(value, str) and value in enum._value2member_map_:
+        return enum(value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,9 @@ class Act:
     fn: Activation = Activation.RELU
     type = "act"
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fn", _as_enum(Activation, self.fn))
+
 
 @dataclass(frozen=True)
 class Pool:
@@ -74,6 +87,9 @@ class Pool:
     padding: int = 0
     ceil_mode: bool = False
     type = "pool"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", _as_enum(PoolKind, self.kind))
 
     @property
     def effective_stride(self) -> int:
@@ -103,7 +119,7 @@ class BatchNorm:
     type = "batchnorm"
 
 
-Block = Union[Pad, Conv, Act, Pool, FC, Dropout, BatchNorm]
+Block = Pad | Conv | Act | Pool | FC | Dropout | BatchNorm
 BLOCK_TYPES: dict[str, type] = {
     cls.type: cls for cls in (Pad, Conv, Act, Pool, FC, Dropout, BatchNorm)
 }
@@ -166,7 +182,9 @@ def describe(block: Block) -> str:
     if isinstance(block, Act):
         return block.fn.value
     if isinstance(block, Pool):
-        stride = "" if block.stride in (None, block.kernel_size) else f" s{block.stride}"
+        stride = (
+            "" if block.stride in (None, block.kernel_size) else f" s{block.stride}"
+        )
         pad = f" p{block.padding}" if block.padding else ""
         ceil = " ceil" if block.ceil_mode else ""
         return f"pool {block.kind.value} {block.kernel_size}{stride}{pad}{ceil}"
@@ -283,6 +301,16 @@ def parse_block(data: Any, index: int) -> Block:
     return cls(**values)
 
 
+def block_problem(block: Block, index: int) -> SpecError | None:
+    """The first field of a block made in code that breaks the rule its JSON form
+    would be held to (a range, a type, a choice), or None."""
+    try:
+        parse_block(block_to_dict(block), index)
+    except SpecError as error:
+        return error
+    return None
+
+
 def _parse_input(data: Any) -> tuple[int, int, int]:
     ok = (
         isinstance(data, (list, tuple))
@@ -315,7 +343,11 @@ def _parse_input(data: Any) -> tuple[int, int, int]:
 
 def _parse_num_classes(value: Any) -> int:
     low, high = INPUT_RANGES["num_classes"]
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not low <= value <= high
+    ):
         raise SpecError(
             f"spec: num_classes {value!r} is out of range; use a whole number "
             f"from {low} to {high} (10 for CIFAR-10)",

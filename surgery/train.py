@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import Callable, Union
 
 import torch
 from torch import nn
@@ -62,9 +62,7 @@ def _optimizer_name(value) -> OptimizerName:
     try:
         return OptimizerName(value)
     except ValueError:
-        raise ConfigError(
-            f"optimizer {value!r} is unknown; use sgd or adam"
-        ) from None
+        raise ConfigError(f"optimizer {value!r} is unknown; use sgd or adam") from None
 
 
 def _check_range(name: str, value, low: float, high: float, hint: str) -> None:
@@ -77,7 +75,11 @@ def _check_range(name: str, value, low: float, high: float, hint: str) -> None:
 
 
 def _check_int(name: str, value, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not low <= value <= high
+    ):
         raise ConfigError(
             f"{name} {value!r} is out of range; use a whole number from {low} to {high}"
         )
@@ -138,7 +140,7 @@ class EpochDone:
     seconds: float
 
 
-Event = Union[TrainStarted, StepDone, EpochDone]
+Event = TrainStarted | StepDone | EpochDone
 
 
 class Status(str, Enum):
