@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self, TextIO
 
-from .data import Cifar10, DataNotFoundError, load_cifar10
+from .data import CIFAR10_CLASSES, Cifar10, DataNotFoundError, load_cifar10
 from .presets import PRESETS
 from .shapes import ShapeReport, ShapeRow, format_shape, trace
 from .spec import Spec, SpecError, describe, spec_from_json
@@ -41,6 +41,8 @@ EXIT_OK = 0
 EXIT_DIVERGED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+CIFAR10_INPUT = (3, 32, 32)
 
 
 class CliError(Exception):
@@ -416,10 +418,21 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _check_spec(spec: Spec) -> None:
-    """Refuse a spec that cannot run before any data is loaded."""
+    """Refuse a spec that cannot run, or not on CIFAR-10, before loading data."""
     error = trace(spec).error
     if error is not None:
         raise CliError(f"{error.message} (see `python -m surgery shapes`)")
+    if tuple(spec.input) != CIFAR10_INPUT:
+        raise CliError(
+            f"spec input {format_shape(spec.input)} does not match CIFAR-10's "
+            f"{format_shape(CIFAR10_INPUT)} images; set input to [3, 32, 32]"
+        )
+    if spec.num_classes != len(CIFAR10_CLASSES):
+        raise CliError(
+            f"spec num_classes {spec.num_classes} does not match CIFAR-10's "
+            f"{len(CIFAR10_CLASSES)} classes; set num_classes to 10 and the last "
+            "fc's out_features to 10"
+        )
 
 
 def summary(result: TrainResult) -> str:

@@ -461,6 +461,32 @@ def test_train_invalid_spec_before_data(tmp_path, capsys):
     assert "loading CIFAR-10" not in captured.err
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"input": [1, 28, 28]},
+            "spec input 1x28x28 does not match CIFAR-10's 3x32x32",
+        ),
+        (
+            {"num_classes": 5},
+            "spec num_classes 5 does not match CIFAR-10's 10 classes",
+        ),
+    ],
+    ids=["input", "num_classes"],
+)
+def test_train_spec_must_fit_cifar10(tmp_path, capsys, change, message):
+    spec = PRESETS["tutorial-lenet"].spec.to_dict() | change
+    spec["blocks"][-1]["out_features"] = spec["num_classes"]
+
+    code = main(["train", write_spec(tmp_path, spec), "--data", str(tmp_path)])
+
+    captured = capsys.readouterr()
+    assert code == 2
+    assert f"error: {message}" in captured.err
+    assert "loading CIFAR-10" not in captured.err
+
+
 def test_train_optimizer_choices(capsys):
     assert main([*TRAIN, "--optimizer", "rmsprop"]) == 2
     assert "invalid choice: 'rmsprop'" in capsys.readouterr().err
