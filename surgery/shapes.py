@@ -93,8 +93,10 @@ def trace(spec: Spec) -> ShapeReport:
     `structure_problem`) is reported as the error of the block that breaks it.
     """
     problem = structure_problem(spec)
-    stop = problem.index if problem is not None and problem.index else None
-    blocks = spec.blocks[: stop - 1] if stop else spec.blocks
+    blocks = spec.blocks
+    if problem is not None:
+        # A spec-wide problem (input, num_classes) lets no block run.
+        blocks = blocks[: problem.index - 1] if problem.index else ()
     rows, flatten, error = _walk(blocks, spec.input)
     if error is None and problem is not None:
         error = BlockError(problem.index or 1, str(problem))

@@ -198,6 +198,16 @@ def describe(block: Block) -> str:
 # ---------------------------------------------------------------- parsing
 
 
+def _show(value: Any) -> str:
+    """A value as it is written in the JSON file: "6", true, null."""
+    if isinstance(value, Enum):
+        value = value.value
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
 def _where(index: int | None, type_name: str | None) -> str:
     if index is None:
         return "spec"
@@ -208,7 +218,7 @@ def _parse_int(value: Any, name: str, where: str, index: int | None) -> int:
     low, high = INT_RANGES[name]
     if isinstance(value, bool) or not isinstance(value, int):
         raise SpecError(
-            f"{where}: {name} {value!r} is not an integer; "
+            f"{where}: {name} {_show(value)} is not an integer; "
             f"use a whole number from {low} to {high}",
             index,
             name,
@@ -235,22 +245,27 @@ def _parse_field(cls: type, name: str, value: Any, where: str, index: int) -> An
     if name == "ceil_mode":
         if not isinstance(value, bool):
             raise SpecError(
-                f"{where}: ceil_mode {value!r} is not a boolean; use true or false",
+                f"{where}: ceil_mode {_show(value)} is not a boolean; use true or false",
                 index,
                 name,
             )
         return value
     if name == "p":
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not ok or not 0 <= value < 1:
-            raise SpecError(
-                f"{where}: p {value!r} is out of range; use a number from 0 to "
-                "less than 1 (0.5 is common)",
-                index,
-                name,
-            )
-        return float(value)
+        return _parse_p(value, where, index)
     raise AssertionError(f"no parser for field {name}")
+
+
+def _parse_p(value: Any, where: str, index: int) -> float:
+    rule = "use a number from 0 to less than 1 (0.5 is common)"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SpecError(
+            f"{where}: p {_show(value)} is not a number; {rule}", index, "p"
+        )
+    if not 0 <= value < 1:
+        raise SpecError(
+            f"{where}: p {_show(value)} is out of range; {rule}", index, "p"
+        )
+    return float(value)
 
 
 def _parse_enum(enum: type[Enum], value: Any, name: str, where: str, index: int) -> Any:
@@ -259,7 +274,7 @@ def _parse_enum(enum: type[Enum], value: Any, name: str, where: str, index: int)
         return value
     if value not in allowed:
         raise SpecError(
-            f"{where}: {name} {value!r} is not allowed; use one of {', '.join(allowed)}",
+            f"{where}: {name} {_show(value)} is not allowed; use one of {', '.join(allowed)}",
             index,
             name,
         )
@@ -270,15 +285,15 @@ def parse_block(data: Any, index: int) -> Block:
     """One block from its JSON object; `index` is 1-based, for messages."""
     if not isinstance(data, dict):
         raise SpecError(
-            f"block {index}: {data!r} is not an object; write it as "
+            f"block {index}: {_show(data)} is not an object; write it as "
             '{"type": "conv", ...}',
             index,
         )
     type_name = data.get("type")
     if type_name not in BLOCK_TYPES:
+        told = "is missing" if "type" not in data else f"{_show(type_name)} is unknown"
         raise SpecError(
-            f"block {index}: type {type_name!r} is unknown; use one of "
-            f"{', '.join(BLOCK_TYPES)}",
+            f"block {index}: type {told}; use one of {', '.join(BLOCK_TYPES)}",
             index,
             "type",
         )
@@ -289,7 +304,7 @@ def parse_block(data: Any, index: int) -> Block:
     if unknown:
         allowed = ", ".join(known) if known else "no fields besides type"
         raise SpecError(
-            f"{where}: field {unknown[0]!r} is unknown; {type_name} takes {allowed}",
+            f"{where}: field {_show(unknown[0])} is unknown; {type_name} takes {allowed}",
             index,
             unknown[0],
         )
@@ -319,7 +334,7 @@ def _parse_input(data: Any) -> tuple[int, int, int]:
     )
     if not ok:
         raise SpecError(
-            f"spec: input {data!r} is not [channels, height, width]; "
+            f"spec: input {_show(data)} is not [channels, height, width]; "
             "write it as three integers such as [3, 32, 32]",
             field="input",
         )
@@ -349,7 +364,7 @@ def _parse_num_classes(value: Any) -> int:
         or not low <= value <= high
     ):
         raise SpecError(
-            f"spec: num_classes {value!r} is out of range; use a whole number "
+            f"spec: num_classes {_show(value)} is out of range; use a whole number "
             f"from {low} to {high} (10 for CIFAR-10)",
             field="num_classes",
         )
@@ -366,22 +381,36 @@ def spec_from_dict(data: Any) -> Spec:
     unknown = sorted(set(data) - {"input", "num_classes", "blocks"})
     if unknown:
         raise SpecError(
-            f"spec: field {unknown[0]!r} is unknown; "
+            f"spec: field {_show(unknown[0])} is unknown; "
             "a spec takes input, num_classes and blocks",
             field=unknown[0],
         )
-    blocks = data.get("blocks")
-    if not isinstance(blocks, list):
-        raise SpecError(
-            f"spec: blocks {blocks!r} is not a list; write the blocks as a JSON list",
-            field="blocks",
-        )
-    spec = Spec(
-        input=_parse_input(data.get("input", [3, 32, 32])),
-        num_classes=_parse_num_classes(data.get("num_classes", 10)),
+    input_shape = _parse_input(data.get("input", [3, 32, 32]))
+    num_classes = _parse_num_classes(data.get("num_classes", 10))
+    blocks = _parse_blocks_list(data, num_classes)
+    return Spec(
+        input=input_shape,
+        num_classes=num_classes,
         blocks=tuple(parse_block(b, i) for i, b in enumerate(blocks, start=1)),
     )
-    return spec
+
+
+def _parse_blocks_list(data: dict, num_classes: int) -> list:
+    if "blocks" not in data:
+        last = f'{{"type": "fc", "out_features": {num_classes}}}'
+        raise SpecError(
+            'spec: blocks is missing; add "blocks": [...] with the layers in '
+            f"order, ending with {last}",
+            field="blocks",
+        )
+    blocks = data["blocks"]
+    if not isinstance(blocks, list):
+        raise SpecError(
+            f"spec: blocks {_show(blocks)} is not a list; write the blocks as a "
+            "JSON list",
+            field="blocks",
+        )
+    return blocks
 
 
 def spec_from_json(text: str) -> Spec:
@@ -397,26 +426,42 @@ def spec_from_json(text: str) -> Spec:
 
 
 def structure_problem(spec: Spec) -> SpecError | None:
-    """The first broken rule on the order of blocks (spatial blocks before the first
-    fc, an fc giving num_classes last), or None."""
+    """The first broken rule of the spec as a whole, or None: the input shape and
+    num_classes in range, at least one block, spatial blocks (pad, conv, pool)
+    before the first fc, and an fc giving num_classes last."""
+    try:
+        _parse_input(spec.input)
+        _parse_num_classes(spec.num_classes)
+    except SpecError as error:
+        return error
     if not spec.blocks:
         return SpecError(
             "spec: there are no blocks; add at least an fc with out_features "
             f"{spec.num_classes}",
             field="blocks",
         )
+    return _order_problem(spec.blocks) or _last_block_problem(spec)
+
+
+def _order_problem(blocks: tuple[Block, ...]) -> SpecError | None:
+    """A pad, conv or pool after the first fc, which has flattened the images."""
     first_fc = next(
-        (i for i, b in enumerate(spec.blocks, start=1) if isinstance(b, FC)), None
+        (i for i, b in enumerate(blocks, start=1) if isinstance(b, FC)), None
     )
-    if first_fc is not None:
-        for i, block in enumerate(spec.blocks[first_fc:], start=first_fc + 1):
-            if block.type in SPATIAL_TYPES:
-                return SpecError(
-                    f"block {i} ({block.type}): comes after the fc at block "
-                    f"{first_fc}, but a {block.type} needs a CxHxW input; "
-                    f"move it before block {first_fc}",
-                    i,
-                )
+    if first_fc is None:
+        return None
+    for i, block in enumerate(blocks[first_fc:], start=first_fc + 1):
+        if block.type in SPATIAL_TYPES:
+            return SpecError(
+                f"block {i} ({block.type}): comes after the fc at block "
+                f"{first_fc}, but a {block.type} needs a CxHxW input; "
+                f"move it before block {first_fc}",
+                i,
+            )
+    return None
+
+
+def _last_block_problem(spec: Spec) -> SpecError | None:
     last = spec.blocks[-1]
     n = len(spec.blocks)
     if not isinstance(last, FC):
