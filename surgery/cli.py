@@ -98,7 +98,10 @@ def _add_spec_arguments(parser: argparse.ArgumentParser) -> None:
         help="architecture file ('-' reads standard input)",
     )
     source.add_argument(
-        "--preset", choices=list(PRESETS), help="a ready-made network instead"
+        "--preset",
+        choices=list(PRESETS),
+        metavar="NAME",
+        help=f"a ready-made network instead: {', '.join(PRESETS)}",
     )
 
 
@@ -326,7 +329,12 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="never try torchvision's download when no local copy is found",
     )
     add = parser.add_argument
-    add("--epochs", type=int, default=defaults.epochs, help="(default: %(default)s)")
+    add(
+        "--epochs",
+        type=int,
+        default=defaults.epochs,
+        help="passes over the training images (default: %(default)s)",
+    )
     add(
         "--batch-size",
         type=int,
@@ -351,7 +359,12 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.momentum,
         help="SGD momentum (default: %(default)s)",
     )
-    add("--seed", type=int, default=defaults.seed, help="(default: %(default)s)")
+    add(
+        "--seed",
+        type=int,
+        default=defaults.seed,
+        help="fixes the initial weights and the data order (default: %(default)s)",
+    )
     add(
         "--device",
         default=defaults.device,
