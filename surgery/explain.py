@@ -25,6 +25,7 @@ from .spec import (
     Pool,
     PoolKind,
     SpecError,
+    block_problem,
     describe,
     structure_problem,
 )
@@ -292,20 +293,33 @@ def budget_sentence(shape: Shape) -> str:
 # ---------------------------------------------------------------- border
 
 
-def covered_rows(size: int, span: int, stride: int, padding: int, out: int) -> set[int]:
+@dataclass(frozen=True)
+class Window:
+    """A sliding window along one side: kernel taps `dilation` apart."""
+
+    kernel_size: int
+    stride: int
+    padding: int
+    dilation: int = 1
+
+    @property
+    def span(self) -> int:
+        return effective_kernel(self.kernel_size, self.dilation)
+
+
+def covered_rows(size: int, window: Window, out: int) -> set[int]:
     """Input rows (0..size-1) that at least one of the `out` windows reads."""
     rows = set()
     for i in range(out):
-        start = i * stride - padding
-        rows.update(range(max(start, 0), min(start + span, size)))
+        start = i * window.stride - window.padding
+        taps = range(start, start + window.span, window.dilation)
+        rows.update(r for r in taps if 0 <= r < size)
     return rows
 
 
-def dropped_rows(
-    size: int, span: int, stride: int, padding: int, out: int
-) -> list[int]:
-    """Input rows no window reads: PyTorch's floor drops them."""
-    return sorted(set(range(size)) - covered_rows(size, span, stride, padding, out))
+def dropped_rows(size: int, window: Window, out: int) -> list[int]:
+    """Input rows no window reads: the floor drops them, or strides skip them."""
+    return sorted(set(range(size)) - covered_rows(size, window, out))
 
 
 def _ranges(rows: list[int]) -> str:
@@ -317,35 +331,53 @@ def _ranges(rows: list[int]) -> str:
     return ", ".join(str(r) for r in rows)
 
 
-def _window(block: Block) -> tuple[int, int, int] | None:
-    """(span, stride, padding) of a sliding window block, else None."""
+def block_window(block: Block) -> Window | None:
+    """The sliding window of a conv or pool, else None."""
     if isinstance(block, Conv):
-        span = effective_kernel(block.kernel_size, block.dilation)
-        return span, block.stride, block.padding
+        return Window(block.kernel_size, block.stride, block.padding, block.dilation)
     if isinstance(block, Pool):
-        return block.kernel_size, block.effective_stride, block.padding
+        return Window(block.kernel_size, block.effective_stride, block.padding)
     return None
 
 
 def _side_note(block: Block, size: int, out: int, noun: str) -> str | None:
-    span, stride, padding = _window(block)
+    window = block_window(block)
+    span, stride, padding = window.span, window.stride, window.padding
     last = (out - 1) * stride - padding + span - 1
-    dropped = dropped_rows(size, span, stride, padding, out)
-    overhang = last - (size - 1 + padding)
-    plural = noun if len(dropped) > 1 else noun[:-1]
+    dropped = dropped_rows(size, window, out)
     where = f"input {size}" + (f" with padding {padding}" if padding else "")
     windows = f"windows of {span} at stride {stride}"
+    if window.dilation > 1:
+        windows = (
+            f"windows of {span} (kernel_size {window.kernel_size} at dilation "
+            f"{window.dilation}) at stride {stride}"
+        )
+    gaps = [r for r in dropped if r < last]
+    if gaps:
+        why = f"stride {stride} is larger than the window {span}"
+        if stride <= span:
+            why = (
+                f"dilation {window.dilation} leaves gaps that stride {stride} "
+                "never fills"
+            )
+        return (
+            f"{where}: {windows} never read {noun} {_ranges(dropped)} ({why})"
+            + _ceil_hint(block, size, out)
+        )
     if dropped:
         first = -padding
         cover = f"{first} to {last}" if first < 0 else f"{first}-{last}"
-        note = f"{where}: {windows} cover {noun} {cover}; {plural} {_ranges(dropped)} "
-        note += "is dropped" if len(dropped) == 1 else "are dropped"
-        if dropped[-1] < last or stride > span:
-            note += f" (stride {stride} is larger than the window {span})"
-        return note + _ceil_hint(block, size, out)
-    if overhang > 0:
+        verb = "is dropped" if len(dropped) == 1 else "are dropped"
+        plural = noun if len(dropped) > 1 else noun[:-1]
         return (
-            f"{where}: ceil_mode adds a last window that reaches {overhang} {noun} "
+            f"{where}: {windows} cover {noun} {cover}; {plural} {_ranges(dropped)} "
+            f"{verb}" + _ceil_hint(block, size, out)
+        )
+    overhang = last - (size - 1 + padding)
+    if overhang > 0:
+        unit = noun if overhang > 1 else noun[:-1]
+        return (
+            f"{where}: ceil_mode adds a last window that reaches {overhang} {unit} "
             "past the input and its padding; it pools only the values inside"
         )
     return None
@@ -363,7 +395,7 @@ def _ceil_hint(block: Block, size: int, out: int) -> str:
 
 def border_note(block: Block, in_shape: Shape, out_shape: Shape) -> str | None:
     """Which border rows/columns PyTorch's floor drops, or None for exact tiling."""
-    if _window(block) is None or len(in_shape) != 3:
+    if block_window(block) is None or len(in_shape) != 3:
         return None
     notes = [
         _side_note(block, size, out, noun)
@@ -450,8 +482,11 @@ def explain_failure(report: ShapeReport) -> FailureExplanation | None:
         rule, lines = _structure_rule(report, problem)
         return FailureExplanation(index, rule, lines, message)
     block = report.spec.blocks[index - 1]
-    in_shape = _shape_before(report, index)
-    rule, lines = _shape_rule(block, in_shape)
+    field_problem = block_problem(block, index)
+    if field_problem is not None:
+        rule = "every field must be in its allowed range"
+        return FailureExplanation(index, rule, [str(field_problem)], message)
+    rule, lines = _shape_rule(block, _shape_before(report, index))
     return FailureExplanation(index, rule, lines, message)
 
 
@@ -517,7 +552,10 @@ def _shape_rule(block: Block, in_shape: Shape) -> tuple[str, list[str]]:
             )
             for _, size in _sides(in_shape)
         ]
-        rule = "a conv needs H_out and W_out >= 1: the kernel span d*(k-1)+1 must fit the padded input"
+        rule = (
+            "a conv needs H_out and W_out >= 1: the kernel span d*(k-1)+1 must fit "
+            "the padded input"
+        )
     else:
         exprs = [_pool_expr(size, block) for _, size in _sides(in_shape)]
         outs = [out for _, out in exprs]

@@ -240,7 +240,8 @@ def main() -> None:
             optimizer.step()
             running_loss += loss.item()
             if step % 2000 == 0:
-                print(f"epoch {{epoch + 1}} step {{step}}: loss {{running_loss / 2000:.3f}}")
+                average = running_loss / 2000
+                print(f"epoch {{epoch + 1}} step {{step}}: loss {{average:.3f}}")
                 running_loss = 0.0
 
     net.eval()

@@ -26,6 +26,7 @@ from .spec import (
     Pad,
     Pool,
     Spec,
+    block_problem,
     structure_problem,
 )
 
@@ -65,6 +66,8 @@ def quick_error(spec: Spec) -> int | None:
     stop = problem.index if problem is not None and problem.index else None
     shape: Shape = spec.input
     for index, block in enumerate(spec.blocks[: stop - 1 if stop else None], 1):
+        if block_problem(block, index) is not None:
+            return index
         shape = _next_shape(block, shape)
         if shape is None:
             return index
