@@ -595,6 +595,7 @@ class _Job:
     stop: threading.Event = field(default_factory=threading.Event)
     ended: threading.Event = field(default_factory=threading.Event)
     started: bool = False
+    ending: bool = False
 
 
 # Held from torch.manual_seed to the model's creation inside train(), so two runs
@@ -766,16 +767,18 @@ class RunManager:
                 self._end(job)
 
     def _end(self, job: _Job) -> None:
+        """Forget the job, tell the listeners, then release whoever waits on it."""
         with self._lock:
             self._jobs.pop(job.run_id, None)
-            if job.ended.is_set():
+            if job.ending:
                 return
-            job.ended.set()
+            job.ending = True
         try:
-            record = self.store.get(job.run_id)
+            self._notify(job.run_id, RunEnded(self.store.get(job.run_id)))
         except UnknownRunError:
-            return
-        self._notify(job.run_id, RunEnded(record))
+            pass
+        finally:
+            job.ended.set()
 
     def _notify(self, run_id: int, event) -> None:
         for listener in list(self._listeners):
@@ -794,7 +797,7 @@ class _RunThread:
         self.config = _device_for_slot(job.config, slot)
         self.losses: list[tuple[int, float]] = []
         self.step = 0
-        self.last_write = 0.0
+        self.last_write = -math.inf
         self.seed_held = False
 
     def run(self) -> None:
