@@ -496,6 +496,8 @@ def _structure_rule(report: ShapeReport, problem: SpecError) -> tuple[str, list[
         return "a stack needs at least one block: an fc giving num_classes", [
             f"blocks: none; needed: fc with out_features {spec.num_classes}"
         ]
+    if problem.index is None:
+        return "input and num_classes must be in range", [str(problem)]
     block = spec.blocks[problem.index - 1]
     after_fc = any(isinstance(b, FC) for b in spec.blocks[: problem.index - 1])
     if block.type in SPATIAL_TYPES and after_fc:

@@ -214,6 +214,9 @@ def _structure_families(spec: Spec, index: int) -> Iterator[list[_Candidate]]:
     if n == 0:
         yield [_Candidate(f"add an fc with out_features {classes}", add_fc, 0)]
         return
+    if structure_problem(spec).index is None:
+        # The input shape or num_classes is out of range: no block edit repairs it.
+        return
     block = spec.blocks[index - 1]
     fcs = [i for i, b in enumerate(spec.blocks, 1) if isinstance(b, FC)]
     first_fc = fcs[0] if fcs else n + 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import string
 import zlib
 from urllib.parse import parse_qs, urlsplit
 
@@ -21,6 +22,7 @@ MAX_SHARE_CHARS = 4000
 MAX_UPLOAD_BYTES = 64 * 1024
 # The largest JSON a link may expand to; real stacks are a few KB.
 MAX_JSON_BYTES = 64 * 1024
+URLSAFE = frozenset(string.ascii_letters + string.digits + "-_")
 
 
 def encode_spec(spec: Spec) -> str:
@@ -46,8 +48,8 @@ def decode_spec(text: str) -> Spec:
     version, _, body = text.partition(".")
     if not body or version != VERSION:
         raise SpecError(
-            f"share link: version {version[:12]!r} is unknown; links start with "
-            f"'{VERSION}.' - copy the whole link again or ask for a new one"
+            f'share link: version "{version[:12]}" is unknown; links start with '
+            f'"{VERSION}." - copy the whole link again or ask for a new one'
         )
     data = _inflate(_unbase64(body))
     return _parse(data.decode("utf-8", errors="replace"), "share link")
@@ -85,6 +87,12 @@ def _stack_param(text: str) -> str:
 
 
 def _unbase64(body: str) -> bytes:
+    bad = next((c for c in body if c not in URLSAFE), None)
+    if bad is not None:
+        raise SpecError(
+            f'share link: the text is damaged (character "{bad}" is not URL-safe '
+            "base64); copy the whole link again"
+        )
     try:
         return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
     except (binascii.Error, ValueError):
