@@ -1,0 +1,309 @@
+"""Train: the stack from the Builder on CIFAR-10, beside the tutorial baseline."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from surgery.calibrate import estimate_seconds
+from surgery.diff import diff_specs
+from surgery.presets import TUTORIAL_LENET
+from surgery.runs import RunManager, RunRecord, RunStore
+from surgery.shapes import ShapeReport, trace
+from surgery.spec import Spec, SpecError, describe
+from surgery.stats import paired_difference
+from surgery.train import ConfigError, TrainConfig
+from ui import runs as ui_runs
+from ui.sidebar import device_choices, link_to, render_sidebar
+from ui.state import current_spec
+
+IDS_KEY = "train_run_ids"
+ERROR_KEY = "train_error"
+DEFAULTS = {
+    "train_optimizer": "sgd",
+    "train_lr": 0.001,
+    "train_momentum": 0.9,
+    "train_batch_size": 4,
+    "train_epochs": 2,
+    "train_seed": 0,
+    "train_device": "auto",
+    "train_with_baseline": True,
+}
+
+
+def init_state() -> None:
+    ui_runs.keep_widget_state(DEFAULTS)
+    st.session_state.setdefault(IDS_KEY, None)
+    st.session_state.setdefault(ERROR_KEY, None)
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def render_stack(spec: Spec, report: ShapeReport) -> None:
+    """Name, Param #, flatten size and the blocks of the stack to train."""
+    name = ui_runs.stack_name(spec)
+    st.subheader(f"Stack: {name}")
+    st.caption(" → ".join(describe(block) for block in spec.blocks) or "no blocks")
+    if report.error is not None:
+        st.error(
+            f"This stack cannot train: {report.error.message}. Fix it in the "
+            "Builder, then come back."
+        )
+        link_to("streamlit_app.py", "Open the Builder", "")
+        return
+    left, middle, right = st.columns(3)
+    left.metric("Param #", f"{report.total_params:,}")
+    middle.metric("Mult-Adds per image", f"{report.total_mult_adds:,}")
+    right.metric("Flatten", f"{report.flatten:,}" if report.flatten else "—")
+
+
+def render_settings() -> None:
+    """The training settings, each widget keyed in session state."""
+    st.subheader("Settings")
+    first, second, third, fourth = st.columns(4)
+    first.selectbox("optimizer", ["sgd", "adam"], key="train_optimizer")
+    second.number_input(
+        "lr", min_value=1e-6, max_value=10.0, step=0.0005, format="%.5f", key="train_lr"
+    )
+    third.number_input(
+        "momentum",
+        min_value=0.0,
+        max_value=0.999,
+        step=0.05,
+        key="train_momentum",
+        disabled=st.session_state["train_optimizer"] != "sgd",
+        help="SGD only; Adam keeps its own running averages.",
+    )
+    fourth.selectbox("device", device_choices(), key="train_device")
+    first.number_input("batch_size", 1, 4096, step=1, key="train_batch_size")
+    second.number_input("epochs", 1, 200, step=1, key="train_epochs")
+    third.number_input("seed", 0, 2**31 - 1, step=1, key="train_seed")
+    st.checkbox(
+        "Train the tutorial baseline too (skipped when one with these settings "
+        "already finished)",
+        key="train_with_baseline",
+    )
+
+
+def read_config() -> TrainConfig:
+    """The widgets' values as one TrainConfig; ConfigError names a bad value."""
+    state = st.session_state
+    return TrainConfig(
+        optimizer=state["train_optimizer"],
+        lr=float(state["train_lr"]),
+        momentum=float(state["train_momentum"]),
+        batch_size=int(state["train_batch_size"]),
+        epochs=int(state["train_epochs"]),
+        seed=int(state["train_seed"]),
+        device=state["train_device"],
+    )
+
+
+def needs_baseline(store: RunStore, spec: Spec, config: TrainConfig) -> bool:
+    if spec == TUTORIAL_LENET or not st.session_state["train_with_baseline"]:
+        return False
+    return ui_runs.find_baseline(store, config) is None
+
+
+def render_estimate(spec: Spec, config: TrainConfig, manager: RunManager) -> None:
+    """Estimated seconds for the runs a click would start, before starting."""
+    with st.spinner("Timing a few training steps…"):
+        seconds = estimate_seconds(spec, config)
+        baseline = needs_baseline(manager.store, spec, config)
+        if baseline:
+            seconds += estimate_seconds(TUTORIAL_LENET, config)
+    what = "your stack and the baseline" if baseline else "your stack"
+    queued = len(manager.active_ids())
+    behind = f", after the {queued} run(s) already queued or training" if queued else ""
+    st.info(
+        f"Estimated time on 50,000 CIFAR-10 images: about "
+        f"{ui_runs.format_seconds(seconds)} for {what}{behind}."
+    )
+
+
+# ---------------------------------------------------------------- starting
+
+
+def start_runs(manager: RunManager, spec: Spec, config: TrainConfig) -> dict:
+    """Submit the stack and, when needed, the baseline; return their ids."""
+    label = ui_runs.stack_name(spec)
+    existing = ui_runs.find_baseline(manager.store, config)
+    candidate = manager.submit(spec, config, kind="single", label=label)
+    if spec == TUTORIAL_LENET:
+        return {"candidate": candidate, "baseline": candidate}
+    baseline = existing.id if existing is not None else None
+    if baseline is None and st.session_state["train_with_baseline"]:
+        baseline = manager.submit(
+            TUTORIAL_LENET, config, kind="baseline", label=ui_runs.BASELINE_LABEL
+        )
+    return {"candidate": candidate, "baseline": baseline}
+
+
+def on_train(manager: RunManager, spec: Spec) -> None:
+    """The Train button: submit, remember the ids, or keep the error to show."""
+    st.session_state[ERROR_KEY] = None
+    try:
+        ids = start_runs(manager, spec, read_config())
+    except (SpecError, ConfigError) as error:
+        st.session_state[ERROR_KEY] = str(error)
+        return
+    remember(ids)
+
+
+def remember(ids: dict) -> None:
+    """Keep the ids in the session and in the URL, so a reload finds them."""
+    st.session_state[IDS_KEY] = ids
+    st.query_params["run"] = str(ids["candidate"])
+    if ids.get("baseline") is not None:
+        st.query_params["baseline"] = str(ids["baseline"])
+    else:
+        st.query_params.pop("baseline", None)
+
+
+def recall(store: RunStore) -> dict | None:
+    """This session's runs, else the URL's, else the newest single run."""
+    ids = st.session_state[IDS_KEY]
+    if ids is None:
+        ids = _ids_from_url()
+    if ids is None:
+        latest = store.list_runs(kind="single")
+        if not latest:
+            return None
+        baseline = ui_runs.find_baseline(store, latest[0].config)
+        ids = {"candidate": latest[0].id, "baseline": baseline and baseline.id}
+    return ids
+
+
+def _ids_from_url() -> dict | None:
+    run = st.query_params.get("run", "")
+    if not run.isdigit():
+        return None
+    baseline = st.query_params.get("baseline", "")
+    return {"candidate": int(run), "baseline": int(baseline) if baseline.isdigit() else None}
+
+
+# ---------------------------------------------------------------- showing
+
+
+def records_of(store: RunStore, ids: dict) -> tuple[RunRecord | None, RunRecord | None]:
+    candidate = ui_runs.get_runs(store, [ids["candidate"]])
+    baseline = ui_runs.get_runs(store, [ids["baseline"]] if ids["baseline"] else [])
+    return (candidate or [None])[0], (baseline or [None])[0]
+
+
+def unique(records) -> list[RunRecord]:
+    seen, out = set(), []
+    for record in records:
+        if record is not None and record.id not in seen:
+            seen.add(record.id)
+            out.append(record)
+    return out
+
+
+@st.fragment(run_every=1)
+def live_view(manager: RunManager, ids: dict) -> None:
+    """Progress, curves and Stop buttons, redrawn about once a second."""
+    records = unique(records_of(manager.store, ids))
+    if not any(r.active for r in records):
+        st.rerun(scope="app")
+    st.subheader("Training")
+    for record in records:
+        ui_runs.render_progress(record, manager, "train")
+    ui_runs.render_curves(records)
+
+
+def render_comparison(candidate: RunRecord, baseline: RunRecord | None) -> None:
+    """Test accuracy of each, the difference and what one seed can tell."""
+    if baseline is None or baseline.id == candidate.id:
+        st.metric("Test accuracy", ui_runs.format_accuracy(candidate.test_accuracy))
+        if baseline is not None:
+            st.caption("This stack is the tutorial LeNet: it is the baseline.")
+        return
+    mine, theirs = candidate.test_accuracy, baseline.test_accuracy
+    left, right = st.columns(2)
+    delta = None
+    if mine is not None and theirs is not None:
+        delta = f"{mine - theirs:+.2f} points vs the baseline"
+    left.metric(ui_runs.run_name(candidate), ui_runs.format_accuracy(mine), delta)
+    right.metric(ui_runs.run_name(baseline), ui_runs.format_accuracy(theirs))
+    if delta is not None:
+        render_noise_note(candidate, baseline)
+
+
+def render_noise_note(candidate: RunRecord, baseline: RunRecord) -> None:
+    difference = paired_difference(
+        [candidate.test_accuracy], [baseline.test_accuracy], "your stack", "baseline"
+    )
+    st.info(
+        f"{difference.sentence} Two runs that differ only in their seed often "
+        "land a point or two apart, so a difference this size from one seed "
+        "each is within the noise."
+    )
+    link_to("pages/3_Experiments.py", "Compare over several seeds in Experiments", "Experiments")
+    changes = diff_specs(baseline.spec, candidate.spec)
+    if changes:
+        with st.expander("What your stack changes from the baseline"):
+            st.code("\n".join(changes), language=None)
+
+
+def render_results(candidate: RunRecord, baseline: RunRecord | None) -> None:
+    """The finished runs: accuracies, per-class bars, curves and details."""
+    records = unique([candidate, baseline])
+    st.subheader("Result")
+    for record in records:
+        ui_runs.render_status(record)
+    render_comparison(candidate, baseline)
+    ui_runs.render_per_class(records)
+    ui_runs.render_curves(records)
+    ui_runs.render_result_table(records)
+    ui_runs.render_weights_download(candidate)
+    if baseline is None:
+        st.caption("No baseline run for these settings; tick the baseline box to add one.")
+
+
+def render_runs(manager: RunManager, ids: dict | None) -> None:
+    if ids is None:
+        st.caption("No run yet: press Train.")
+        return
+    candidate, baseline = records_of(manager.store, ids)
+    if candidate is None:
+        st.caption(f"Run #{ids['candidate']} is no longer in the store.")
+        return
+    if any(r.active for r in unique([candidate, baseline])):
+        live_view(manager, ids)
+    else:
+        render_results(candidate, baseline)
+
+
+def main() -> None:
+    st.set_page_config(page_title="ConvNet surgery — Train", layout="wide")
+    init_state()
+    paths = render_sidebar()
+    manager = ui_runs.get_run_manager(paths)
+    st.title("Train")
+    st.caption(
+        "Train the stack from the Builder on CIFAR-10 and compare it with the "
+        "PyTorch tutorial's LeNet trained with the same settings."
+    )
+
+    spec = current_spec()
+    report = trace(spec)
+    render_stack(spec, report)
+    render_settings()
+    try:
+        config = read_config()
+    except ConfigError as error:
+        config = None
+        st.error(str(error))
+    ready = report.ok and config is not None
+    if ready:
+        render_estimate(spec, config, manager)
+    if st.button("Train", type="primary", disabled=not ready):
+        on_train(manager, spec)
+    if st.session_state[ERROR_KEY]:
+        st.error(st.session_state[ERROR_KEY])
+
+    render_runs(manager, recall(manager.store))
+
+
+main()

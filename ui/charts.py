@@ -1,0 +1,230 @@
+"""Altair charts of training runs and sweeps, built from plain lists and dicts.
+
+Nothing here calls Streamlit: each function returns a chart for a page to draw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import altair as alt
+import pandas as pd
+
+# Runs are told apart by colour; train and test by line style.
+SPLIT_DASH = alt.StrokeDash(
+    "split:N",
+    title="split",
+    scale=alt.Scale(domain=["train", "test"], range=[[4, 3], [1, 0]]),
+)
+
+
+def loss_chart(losses: Mapping[str, Sequence[Sequence[float]]]) -> alt.Chart:
+    """Training loss against step, one line per run (label -> [[step, loss], ...])."""
+    rows = [
+        {"run": label, "step": int(step), "loss": float(loss)}
+        for label, points in losses.items()
+        for step, loss in points
+    ]
+    frame = pd.DataFrame(rows, columns=["run", "step", "loss"])
+    return (
+        alt.Chart(frame, title="Training loss")
+        .mark_line()
+        .encode(
+            x=alt.X("step:Q", title="step"),
+            y=alt.Y("loss:Q", title="loss", scale=alt.Scale(zero=False)),
+            color=alt.Color("run:N", title="run"),
+            tooltip=["run", "step", alt.Tooltip("loss:Q", format=".3f")],
+        )
+    )
+
+
+def accuracy_chart(epochs: Mapping[str, Sequence[Mapping]]) -> alt.Chart:
+    """Train and test accuracy after each epoch, per run (label -> EpochDone dicts)."""
+    rows = [
+        {"run": label, "epoch": e["epoch"], "split": split, "accuracy": e[key]}
+        for label, done in epochs.items()
+        for e in done
+        for split, key in (("train", "train_accuracy"), ("test", "test_accuracy"))
+    ]
+    frame = pd.DataFrame(rows, columns=["run", "epoch", "split", "accuracy"])
+    return (
+        alt.Chart(frame, title="Accuracy after each epoch (%)")
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1)),
+            y=alt.Y("accuracy:Q", title="accuracy (%)", scale=alt.Scale(zero=False)),
+            color=alt.Color("run:N", title="run"),
+            strokeDash=SPLIT_DASH,
+            tooltip=["run", "epoch", "split", alt.Tooltip("accuracy:Q", format=".2f")],
+        )
+    )
+
+
+def per_class_chart(per_class: Mapping[str, Mapping[str, float]]) -> alt.Chart:
+    """Test accuracy per class, the runs' bars side by side (label -> class -> %)."""
+    rows = [
+        {"run": label, "class": name, "accuracy": value}
+        for label, classes in per_class.items()
+        for name, value in classes.items()
+    ]
+    frame = pd.DataFrame(rows, columns=["run", "class", "accuracy"])
+    order = list(next(iter(per_class.values()), {}))
+    return (
+        alt.Chart(frame, title="Test accuracy per class (%)")
+        .mark_bar()
+        .encode(
+            x=alt.X("class:N", title="class", sort=order),
+            xOffset=alt.XOffset("run:N"),
+            y=alt.Y(
+                "accuracy:Q", title="accuracy (%)", scale=alt.Scale(domain=[0, 100])
+            ),
+            color=alt.Color("run:N", title="run"),
+            tooltip=["run", "class", alt.Tooltip("accuracy:Q", format=".1f")],
+        )
+    )
+
+
+def _matrix_frame(matrix: Sequence[Sequence[float]], classes: Sequence[str]):
+    return pd.DataFrame(
+        [
+            {"true": classes[i], "predicted": classes[j], "count": value}
+            for i, row in enumerate(matrix)
+            for j, value in enumerate(row)
+        ],
+        columns=["true", "predicted", "count"],
+    )
+
+
+def _heatmap(frame: pd.DataFrame, title: str, color: alt.Color, classes) -> alt.Chart:
+    base = alt.Chart(frame, title=title).encode(
+        x=alt.X("predicted:N", title="predicted class", sort=list(classes)),
+        y=alt.Y("true:N", title="true class", sort=list(classes)),
+    )
+    cells = base.mark_rect().encode(color=color, tooltip=["true", "predicted", "count"])
+    text = base.mark_text(fontSize=10).encode(text="count:Q")
+    return (cells + text).properties(width=360, height=360)
+
+
+def confusion_chart(
+    matrix: Sequence[Sequence[int]], classes: Sequence[str], title: str
+) -> alt.Chart:
+    """Counts of test images by true class (rows) and predicted class (columns)."""
+    color = alt.Color("count:Q", title="images", scale=alt.Scale(scheme="blues"))
+    return _heatmap(_matrix_frame(matrix, classes), title, color, classes)
+
+
+def difference_matrix(
+    a: Sequence[Sequence[int]], b: Sequence[Sequence[int]]
+) -> list[list[int]]:
+    """b minus a, cell by cell: positive where run b put more images."""
+    return [[vb - va for va, vb in zip(ra, rb)] for ra, rb in zip(a, b)]
+
+
+def difference_chart(
+    a: Sequence[Sequence[int]],
+    b: Sequence[Sequence[int]],
+    classes: Sequence[str],
+    title: str,
+) -> alt.Chart:
+    """The confusion of b minus that of a; on the diagonal, positive is better."""
+    diff = difference_matrix(a, b)
+    bound = max((abs(v) for row in diff for v in row), default=0) or 1
+    scale = alt.Scale(scheme="redblue", domain=[-bound, bound])
+    color = alt.Color("count:Q", title="b - a", scale=scale)
+    return _heatmap(_matrix_frame(diff, classes), title, color, classes)
+
+
+def _points_frame(points: Sequence) -> pd.DataFrame:
+    """PointSummary-like objects to rows with the mean ± std error bar ends."""
+    return pd.DataFrame(
+        [
+            {
+                "series": p.label,
+                "x": p.x,
+                "mean": p.mean,
+                "low": p.mean - p.std,
+                "high": p.mean + p.std,
+                "std": p.std,
+                "n": p.n,
+            }
+            for p in points
+        ],
+        columns=["series", "x", "mean", "low", "high", "std", "n"],
+    )
+
+
+def _seeds_frame(points: Sequence) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {"series": p.label, "x": p.x, "accuracy": value}
+            for p in points
+            for value in p.values
+        ],
+        columns=["series", "x", "accuracy"],
+    )
+
+
+TOOLTIP = [
+    "series",
+    "x",
+    alt.Tooltip("mean:Q", format=".2f", title="mean accuracy (%)"),
+    alt.Tooltip("std:Q", format=".2f", title="std over seeds"),
+    alt.Tooltip("n:Q", title="seeds"),
+]
+
+
+def sweep_line_chart(points: Sequence, x_title: str, log_x: bool = True) -> alt.Chart:
+    """Mean test accuracy against x, error bars of ± one std, every seed a dot."""
+    scale = alt.Scale(type="log" if log_x else "linear", zero=False)
+    x = alt.X("x:Q", title=x_title, scale=scale)
+    y_scale = alt.Scale(zero=False)
+    color = alt.Color("series:N", title="network")
+    frame = _points_frame(points)
+    line = (
+        alt.Chart(frame)
+        .mark_line(point=True)
+        .encode(x=x, y=alt.Y("mean:Q", title="test accuracy (%)", scale=y_scale))
+        .encode(color=color, tooltip=TOOLTIP)
+    )
+    bars = (
+        alt.Chart(frame)
+        .mark_errorbar(ticks=True)
+        .encode(
+            x=x, y=alt.Y("low:Q", title="test accuracy (%)"), y2="high:Q", color=color
+        )
+    )
+    seeds = alt.Chart(_seeds_frame(points)).mark_circle(opacity=0.35, size=25)
+    seeds = seeds.encode(x=x, y="accuracy:Q", color=color)
+    return (bars + line + seeds).properties(title=f"Test accuracy vs {x_title}")
+
+
+def sweep_bar_chart(points: Sequence, x_title: str) -> alt.Chart:
+    """One bar per point (its label), error bars of ± one std, every seed a dot."""
+    frame = _points_frame(points)
+    frame["name"] = frame["series"].astype(str)
+    x = alt.X("name:N", title=x_title, sort=None)
+    y = alt.Y("mean:Q", title="test accuracy (%)")
+    bars = alt.Chart(frame).mark_bar(opacity=0.8).encode(x=x, y=y, tooltip=TOOLTIP)
+    whiskers = (
+        alt.Chart(frame)
+        .mark_errorbar(ticks=True)
+        .encode(x=x, y=alt.Y("low:Q", title="test accuracy (%)"), y2="high:Q")
+    )
+    seeds_frame = _seeds_frame(points)
+    seeds_frame["name"] = seeds_frame["series"].astype(str)
+    seeds = alt.Chart(seeds_frame).mark_circle(color="black", opacity=0.5, size=25)
+    seeds = seeds.encode(x=x, y="accuracy:Q")
+    return (bars + whiskers + seeds).properties(title=f"Test accuracy by {x_title}")
+
+
+def noise_band(mean: float, std: float, label: str = "baseline ± std") -> alt.Chart:
+    """A horizontal band of mean ± std, to lay under a sweep chart."""
+    frame = pd.DataFrame([{"low": mean - std, "high": mean + std, "mean": mean}])
+    band = alt.Chart(frame).mark_rect(opacity=0.15, color="gray")
+    band = band.encode(
+        y="low:Q", y2="high:Q", tooltip=[alt.Tooltip("mean:Q", title=label)]
+    )
+    rule = (
+        alt.Chart(frame).mark_rule(color="gray", strokeDash=[4, 4]).encode(y="mean:Q")
+    )
+    return band + rule
