@@ -10,6 +10,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from .export import layer_code
 from .formulas import conv_out, effective_kernel, pool_out
 from .layers import Shape, layer_name
 from .shapes import ShapeReport, ShapeRow, format_shape
@@ -47,6 +48,8 @@ class BlockExplanation:
     border_note: str | None
     input_shape: Shape = ()
     output_shape: Shape = ()
+    # The PyTorch layer with its in_channels / in_features written out.
+    code: str = ""
 
 
 @dataclass(frozen=True)
@@ -411,17 +414,22 @@ def border_note(block: Block, in_shape: Shape, out_shape: Shape) -> str | None:
 
 
 def _row(report: ShapeReport, index: int) -> ShapeRow:
-    if not 1 <= index <= len(report.rows):
-        where = (
-            f"the stack fails at block {report.error.index}"
-            if report.error
-            else f"the stack has {len(report.rows)} blocks"
-        )
+    if 1 <= index <= len(report.rows):
+        return report.rows[index - 1]
+    if not report.rows:
         raise ValueError(
-            f"block {index} has no output shape to explain: {where}; "
-            f"pick a block from 1 to {len(report.rows)}"
+            f"block {index} has no output shape to explain: the stack fails at "
+            f"block {report.error.index}; fix that block first"
         )
-    return report.rows[index - 1]
+    where = (
+        f"the stack fails at block {report.error.index}"
+        if report.error
+        else f"the stack has {len(report.rows)} blocks"
+    )
+    raise ValueError(
+        f"block {index} has no output shape to explain: {where}; "
+        f"pick a block from 1 to {len(report.rows)}"
+    )
 
 
 def explain_block(report: ShapeReport, index: int) -> BlockExplanation:
@@ -449,6 +457,7 @@ def explain_block(report: ShapeReport, index: int) -> BlockExplanation:
         border_note=border_note(block, row.input_shape, row.output_shape),
         input_shape=row.input_shape,
         output_shape=row.output_shape,
+        code=layer_code(block, row.input_shape),
     )
 
 
@@ -456,11 +465,12 @@ def flatten_derivation(report: ShapeReport) -> str | None:
     """'32 -> 28 -> 14 -> 10 -> 5, so 16 x 5 x 5 = 400', or None before any fc."""
     if report.flatten is None:
         return None
-    first_fc = next(row for row in report.rows if row.type == "fc")
-    c, h, w = _shape_before(report, first_fc.index)
+    blocks = report.spec.blocks
+    first_fc = next(i for i, b in enumerate(blocks, start=1) if isinstance(b, FC))
+    c, h, w = _shape_before(report, first_fc)
     sizes = [_size(report.spec.input)]
-    for row in report.rows[: first_fc.index - 1]:
-        if len(row.output_shape) == 3 and row.output_shape[1:] != row.input_shape[1:]:
+    for row in report.rows[: first_fc - 1]:
+        if row.output_shape[1:] != row.input_shape[1:]:
             sizes.append(_size(row.output_shape))
     return f"{' -> '.join(sizes)}, so {c} x {h} x {w} = {report.flatten}"
 

@@ -229,8 +229,10 @@ def test_pad_batchnorm_and_non_square_lines_pinned():
     ]
     assert bn.params_line == "2 x 32 = 64 (weight and bias)"
     assert explain_block(trace(PRESETS["padded-lenet"].spec), 1).formula_lines == [
-        ("H_out = W_out: 36 = 32 + 2 + 2 (2 zero rows on top and bottom, "
-        "2 zero columns left and right)")
+        (
+            "H_out = W_out: 36 = 32 + 2 + 2 (2 zero rows on top and bottom, "
+            "2 zero columns left and right)"
+        )
     ]
 
 
@@ -509,8 +511,10 @@ STRUCTURE = {
         3,
         "last block must be an fc with num_classes features",
         [
-            ("last block: relu (not an fc); the logits need an fc with "
-            "out_features 10 = num_classes")
+            (
+                "last block: relu (not an fc); the logits need an fc with "
+                "out_features 10 = num_classes"
+            )
         ],
     ),
     "last-fc-5": (
@@ -593,22 +597,28 @@ def test_quiz_accepts_feature_counts(answer):
         (
             1,
             "six by 28",
-            ("Could not read 'six by 28' as a shape; write it as CxHxW "
-            "such as 6x28x28, or a feature count such as 400."),
+            (
+                "Could not read 'six by 28' as a shape; write it as CxHxW "
+                "such as 6x28x28, or a feature count such as 400."
+            ),
         ),
         (1, "", "Could not read '' as a shape"),
         (1, "4x6x28x28", "Almost: leave out the batch size 4; conv1 gives 6x28x28."),
         (
             1,
             "6x24x24",
-            ("Not quite: the channels (6) are right, but H x W is 28x28, "
-            "not 24x24; see the formula below."),
+            (
+                "Not quite: the channels (6) are right, but H x W is 28x28, "
+                "not 24x24; see the formula below."
+            ),
         ),
         (
             1,
             "3x28x28",
-            ("Not quite: H x W is right, but conv1 gives 6 channels "
-            "(out_channels), not 3."),
+            (
+                "Not quite: H x W is right, but conv1 gives 6 channels "
+                "(out_channels), not 3."
+            ),
         ),
         (
             7,
@@ -624,3 +634,30 @@ def test_quiz_messages(index, answer, message):
 
     assert not result.correct
     assert result.message.startswith(message)
+
+
+def test_explanation_names_the_pytorch_layer():
+    report = trace(PRESETS["padded-lenet"].spec)
+    model = build_model(PRESETS["padded-lenet"].spec)
+
+    assert explain_block(report, 2).code == (
+        "nn.Conv2d(in_channels=3, out_channels=6, kernel_size=5)"
+    )
+    assert explain_block(report, 8).code == (
+        f"nn.Linear(in_features={model.fc1.in_features}, out_features=120)"
+    )
+    assert (
+        explain_block(report, 2).title
+        == "Block 2: conv1 (conv 6 k5), 3x36x36 -> 6x32x32"
+    )
+
+
+def test_explain_block_when_no_block_runs():
+    report = trace(Spec(input=(3, 8, 8), blocks=(Conv(6, 9), FC(10))))
+
+    with pytest.raises(
+        ValueError,
+        match="block 1 has no output shape to explain: the stack fails at block 1; "
+        "fix that block first",
+    ):
+        explain_block(report, 1)
