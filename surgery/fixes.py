@@ -32,6 +32,8 @@ from .spec import (
 
 # How far each search goes: enough for any stack the widgets allow.
 MAX_PADDING = INT_RANGES["padding"][1]
+# Repairs of earlier blocks, nearest first; more would bury the local fixes.
+MAX_UPSTREAM_FIXES = 3
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class _Candidate:
     # The new 1-based position up to which blocks must now pass: the failing
     # block's new position, or the block before it if it was removed.
     anchor: int
+    # Whether it edits a block before the failing one.
+    upstream: bool = False
 
 
 # ---------------------------------------------------------------- quick check
@@ -187,7 +191,8 @@ def _upstream_families(spec: Spec, index: int) -> Iterator[list[_Candidate]]:
     for j in range(index - 1, 0, -1):
         block, name = spec.blocks[j - 1], f"{names[j - 1]} (block {j})"
         if isinstance(block, Pool):
-            yield [_Candidate(f"remove {name}", _with(spec, j, None), index - 1)]
+            removed = _with(spec, j, None)
+            yield [_Candidate(f"remove {name}", removed, index - 1, upstream=True)]
         if isinstance(block, Conv):
             yield from _upstream_conv(spec, j, index, block, name)
 
@@ -197,7 +202,7 @@ def _upstream_conv(
 ) -> Iterator[list[_Candidate]]:
     if block.stride > 1:
         fixed = _with(spec, j, replace(block, stride=1))
-        yield [_Candidate(f"set stride of {name} to 1", fixed, index)]
+        yield [_Candidate(f"set stride of {name} to 1", fixed, index, upstream=True)]
     same = (effective_kernel(block.kernel_size, block.dilation) - 1) // 2
     if block.stride == 1 and same > block.padding:
         _, h, w = _shape_at(spec, j)
@@ -205,7 +210,7 @@ def _upstream_conv(
         label = f"set padding of {name} to {same}"
         if effective_kernel(block.kernel_size, block.dilation) % 2:
             label += f" (keeps {h}x{w})"
-        yield [_Candidate(label, fixed, index)]
+        yield [_Candidate(label, fixed, index, upstream=True)]
 
 
 def _structure_families(spec: Spec, index: int) -> Iterator[list[_Candidate]]:
@@ -293,15 +298,19 @@ def suggest_fixes(spec: Spec, report: ShapeReport | None = None) -> list[Fix]:
     problem = structure_problem(spec)
     structural = problem is not None and str(problem) == report.error.message
     full, partial, seen = [], [], {spec}
+    upstream = 0
     for family in _families(spec, index, structural):
         picked = _pick(family)
         if picked is None or picked[0].spec in seen:
             continue
         candidate, _ = picked
+        if candidate.upstream and upstream == MAX_UPSTREAM_FIXES:
+            continue
         seen.add(candidate.spec)
         checked = trace(candidate.spec)
         if checked.ok:
             full.append(Fix(candidate.label, candidate.spec))
+            upstream += candidate.upstream
         elif checked.error.index > candidate.anchor:
             partial.append(_partial(candidate, checked.error.index))
     return full or partial
