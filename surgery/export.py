@@ -6,8 +6,6 @@ the same seed gives the same initial weights and state dicts load both ways.
 
 from __future__ import annotations
 
-import textwrap
-
 from .layers import Shape
 from .shapes import ShapeReport, ShapeRow, trace
 from .spec import (
@@ -57,9 +55,7 @@ def export_code(spec: Spec) -> str:
 
 def _header(report: ShapeReport) -> str:
     spec = report.spec
-    chain = textwrap.fill(
-        "Blocks: " + " -> ".join(describe(b) for b in spec.blocks), width=88
-    )
+    chain = _wrap_chain([describe(b) for b in spec.blocks])
     return (
         f'"""{CLASS_NAME}: a ConvNet surgery stack as plain PyTorch.\n\n'
         f"Input {_shape(spec.input)}, {spec.num_classes} classes, "
@@ -69,6 +65,18 @@ def _header(report: ShapeReport) -> str:
         "import torch\n"
         "from torch import nn"
     )
+
+
+def _wrap_chain(labels: list[str], width: int = 88) -> str:
+    """'Blocks: conv 6 k5 -> relu -> ...', broken only between blocks."""
+    lines = ["Blocks:"]
+    for number, label in enumerate(labels):
+        piece = f" {label}" if number == 0 else f" -> {label}"
+        if len(lines[-1]) + len(piece) > width:
+            lines.append(piece.strip())
+        else:
+            lines[-1] += piece
+    return "\n".join(lines)
 
 
 def _shape(shape: Shape) -> str:
