@@ -343,47 +343,53 @@ def block_window(block: Block) -> Window | None:
     return None
 
 
-def _side_note(block: Block, size: int, out: int, noun: str) -> str | None:
-    window = block_window(block)
-    span, stride, padding = window.span, window.stride, window.padding
-    last = (out - 1) * stride - padding + span - 1
-    dropped = dropped_rows(size, window, out)
-    where = f"input {size}" + (f" with padding {padding}" if padding else "")
-    windows = f"windows of {span} at stride {stride}"
+def _windows_words(window: Window) -> str:
+    """'windows of 2 at stride 2', naming the dilation when there is one."""
+    span = f"{window.span}"
     if window.dilation > 1:
-        windows = (
-            f"windows of {span} (kernel_size {window.kernel_size} at dilation "
-            f"{window.dilation}) at stride {stride}"
-        )
-    gaps = [r for r in dropped if r < last]
-    if gaps:
-        why = f"stride {stride} is larger than the window {span}"
-        if stride <= span:
-            why = (
-                f"dilation {window.dilation} leaves gaps that stride {stride} "
-                "never fills"
-            )
+        span += f" (kernel_size {window.kernel_size} at dilation {window.dilation})"
+    return f"windows of {span} at stride {window.stride}"
+
+
+def _side_note(block: Block, size: int, out: int, noun: str) -> str | None:
+    """The border note for one side: rows or columns no window reads."""
+    window = block_window(block)
+    last = (out - 1) * window.stride - window.padding + window.span - 1
+    dropped = dropped_rows(size, window, out)
+    where = f"input {size}" + (
+        f" with padding {window.padding}" if window.padding else ""
+    )
+    head = f"{where}: {_windows_words(window)}"
+    if any(r < last for r in dropped):
         return (
-            f"{where}: {windows} never read {noun} {_ranges(dropped)} ({why})"
+            f"{head} never read {noun} {_ranges(dropped)} ({_gap_reason(window)})"
             + _ceil_hint(block, size, out)
         )
     if dropped:
-        first = -padding
-        cover = f"{first} to {last}" if first < 0 else f"{first}-{last}"
+        cover = f"-{window.padding} to {last}" if window.padding else f"0-{last}"
         verb = "is dropped" if len(dropped) == 1 else "are dropped"
         plural = noun if len(dropped) > 1 else noun[:-1]
         return (
-            f"{where}: {windows} cover {noun} {cover}; {plural} {_ranges(dropped)} "
-            f"{verb}" + _ceil_hint(block, size, out)
+            f"{head} cover {noun} {cover}; {plural} {_ranges(dropped)} {verb}"
+            + _ceil_hint(block, size, out)
         )
-    overhang = last - (size - 1 + padding)
-    if overhang > 0:
-        unit = noun if overhang > 1 else noun[:-1]
-        return (
-            f"{where}: ceil_mode adds a last window that reaches {overhang} {unit} "
-            "past the input and its padding; it pools only the values inside"
-        )
-    return None
+    overhang = last - (size - 1 + window.padding)
+    if overhang <= 0:
+        return None
+    unit = noun if overhang > 1 else noun[:-1]
+    return (
+        f"{where}: ceil_mode adds a last window that reaches {overhang} {unit} "
+        "past the input and its padding; it pools only the values inside"
+    )
+
+
+def _gap_reason(window: Window) -> str:
+    if window.stride > window.span:
+        return f"stride {window.stride} is larger than the window {window.span}"
+    return (
+        f"dilation {window.dilation} leaves gaps that stride {window.stride} "
+        "never fills"
+    )
 
 
 def _ceil_hint(block: Block, size: int, out: int) -> str:
@@ -405,7 +411,7 @@ def border_note(block: Block, in_shape: Shape, out_shape: Shape) -> str | None:
         for size, out, noun in zip(in_shape[1:], out_shape[1:], ("rows", "columns"))
     ]
     if in_shape[1] == in_shape[2] and notes[0] is not None:
-        return notes[0] + " (columns alike)"
+        return notes[0] + "; the same for columns"
     kept = [note for note in notes if note is not None]
     return "; ".join(kept) if kept else None
 

@@ -368,7 +368,7 @@ def test_border_note_pinned_with_ceil_mode_size():
 
     assert explain_block(trace(spec), 1).border_note == (
         "input 15: windows of 2 at stride 2 cover rows 0-13; row 14 is dropped; "
-        f"ceil_mode would keep it and give {ceil.shape[-1]} (columns alike)"
+        f"ceil_mode would keep it and give {ceil.shape[-1]}; the same for columns"
     )
     assert explain_block(trace(TUTORIAL_LENET), 1).border_note is None
 
