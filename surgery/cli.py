@@ -549,4 +549,11 @@ class _StopOnInterrupt:
         )
 
 
-SUBCOMMANDS: tuple[Callable, ...] = (_add_shapes, _add_train, _add_presets)
+def _add_sweep(commands) -> None:
+    # Imported here: surgery/sweep_cli.py builds on this module's helpers.
+    from .sweep_cli import add_sweep
+
+    add_sweep(commands)
+
+
+SUBCOMMANDS: tuple[Callable, ...] = (_add_shapes, _add_train, _add_presets, _add_sweep)

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 
-from .calibrate import CIFAR10_TRAIN, estimate_seconds
+from .calibrate import CIFAR10_TEST, CIFAR10_TRAIN, estimate_seconds
 from .presets import PRESETS, TUTORIAL_LENET
 from .runs import RunManager, RunStatus, RunStore, check_trainable
 from .shapes import trace
@@ -377,6 +377,7 @@ def estimate_sweep(
     concurrent: int = 1,
     n_images: int = CIFAR10_TRAIN,
     device: str | None = None,
+    n_test: int = CIFAR10_TEST,
 ) -> SweepEstimate:
     """Estimate a sweep from a short calibration of each (spec, batch_size).
 
@@ -384,6 +385,7 @@ def estimate_sweep(
         sweep: the sweep.
         concurrent: runs trained at once (the manager's max_concurrent).
         n_images: training images per epoch.
+        n_test: test images, evaluated after every epoch and at the end.
         device: where it will train; default the sweep's device.
     """
     members = expand(sweep)
@@ -391,7 +393,7 @@ def estimate_sweep(
     total = 0.0
     for member in members:
         seconds = estimate_seconds(
-            member.spec, member.config, n_images, device or sweep.device
+            member.spec, member.config, n_images, device or sweep.device, n_test
         )
         per_point.setdefault(member.label, seconds)
         total += seconds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 
@@ -9,7 +10,9 @@ import pytest
 import torch
 
 from surgery import calibrate as calibrate_module
+from surgery import sweep_cli
 from surgery.calibrate import Calibration, calibrate, estimate_seconds
+from surgery.cli import main
 from surgery.data import CIFAR10_CLASSES, Cifar10, ImageSet
 from surgery.presets import PRESETS, TUTORIAL_LENET
 from surgery.runs import RunManager, RunStatus, RunStore
@@ -19,6 +22,7 @@ from surgery.sweep import (
     EXPERIMENTS,
     Axis,
     Budget,
+    PointSummary,
     SweepSpec,
     compare_points,
     epochs_for,
@@ -246,8 +250,6 @@ def test_a_sweep_runs_every_member_and_summarizes_by_point(manager):
 
 
 def test_compare_points_pairs_each_point_with_the_first_by_seed():
-    from surgery.sweep import PointSummary
-
     points = [
         PointSummary("SGD", "sgd", 60.5, 0.7, 2, [60.0, 61.0], [0, 1]),
         PointSummary("Adam", "adam", 63.0, 1.4, 2, [64.0, 62.0], [1, 0]),
@@ -334,3 +336,80 @@ def test_calibration_measures_real_steps_without_touching_the_global_rng():
     assert first.eval_seconds_per_image > 0
     assert first.steps_timed >= 2
     assert first.device == "cpu"
+
+
+# ---------------------------------------------------------------- command line
+
+
+@pytest.fixture
+def cli_data(monkeypatch):
+    data = fake_cifar(n_train=32, n_test=10)
+    monkeypatch.setattr(sweep_cli, "load_data", lambda args: data)
+    measured = Calibration(0.01, 0.001, 30, "cpu")
+    monkeypatch.setattr(calibrate_module, "calibrate", lambda *args: measured)
+    return data
+
+
+def test_cli_sweep_prints_the_estimate_each_run_and_the_summary(
+    cli_data, tmp_path, capsys
+):
+    db = tmp_path / "runs.sqlite"
+    code = main(
+        ["sweep", "--optimizers", "sgd,adam", "--seeds", "0,1", "--epochs", "1"]
+        + ["--batch-sizes", "16", "--device", "cpu", "--db", str(db)]
+    )
+    lines = capsys.readouterr().out.splitlines()
+
+    # Per run: 2 steps x 10 ms + 2 test passes x 10 images x 1 ms = 0.04 s.
+    assert code == 0
+    assert lines[0] == (
+        "4 runs (2 points x 2 seeds), about 0 s (measured on this machine just "
+        "now); params: tutorial LeNet 62,006"
+    )
+    assert lines[1].startswith("sweep sweep-")
+    assert [line.split("  ")[1:3] for line in lines[2:6]] == [
+        ["SGD", "seed 0"],
+        ["Adam", "seed 0"],
+        ["SGD", "seed 1"],
+        ["Adam", "seed 1"],
+    ]
+    assert all(" done  test_acc " in line for line in lines[2:6])
+    assert lines[6].split() == ["point", "mean", "std", "seeds", "minus", "SGD"] + [
+        "(95%",
+        "CI)",
+    ]
+    assert lines[8].startswith("SGD ")
+    assert lines[-1].startswith("Adam minus SGD: ")
+    assert len(RunStore(db).list_runs(kind="sweep")) == 4
+
+
+def test_cli_sweep_json_holds_points_and_differences(cli_data, tmp_path, capsys):
+    code = main(
+        ["sweep", "--experiment", "padding", "--seeds", "0,1", "--epochs", "1"]
+        + ["--batch-sizes", "32", "--db", str(tmp_path / "r.sqlite"), "--json"]
+    )
+    payload = json.loads(capsys.readouterr().out)
+
+    assert code == 0
+    assert [p["label"] for p in payload["points"]] == ["tutorial LeNet", "padded LeNet"]
+    assert [p["n"] for p in payload["points"]] == [2, 2]
+    assert payload["differences"][0] is None
+    assert payload["differences"][1]["n"] == 2
+    assert payload["estimate"]["runs"] == 4
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--optimizers", "rmsprop"], "optimizer 'rmsprop' is unknown"),
+        (["--seeds", "0,0"], "seeds lists 0 more than once"),
+        (["--batch-sizes", "4,x"], "'4,x' is not a comma-separated list"),
+    ],
+    ids=["optimizer", "repeated-seed", "not-a-list"],
+)
+def test_cli_sweep_refuses_bad_lists(cli_data, tmp_path, capsys, arguments, message):
+    code = main(["sweep", "--db", str(tmp_path / "r.sqlite"), *arguments])
+
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r.sqlite").exists()
