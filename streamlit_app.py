@@ -5,11 +5,13 @@ import streamlit as st
 from ui import builder, builder_tools, state
 from ui.builder_edit import sync_widgets
 from ui.builder_table import render_shape_table
+from ui.sidebar import render_sidebar
 
 st.set_page_config(page_title="ConvNet surgery — Builder", layout="wide")
 state.init_state()
 builder_tools.restore_from_link()
 sync_widgets(state.current_spec(), state.block_ids())
+render_sidebar()
 
 st.title("ConvNet surgery — Builder")
 st.caption(
@@ -24,7 +26,7 @@ quiz = builder_tools.quiz_view(report)
 builder.render_status(report, quiz is not None)
 link = builder_tools.publish_link(report)
 
-editor, results = st.columns([11, 9], gap="medium")
+editor, results = st.columns([6, 5], gap="medium")
 with results:
     if quiz is not None:
         with st.container(border=True):

@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 from surgery.presets import TUTORIAL_LENET, get_preset
 from surgery.share import MAX_UPLOAD_BYTES, decode_spec, encode_spec
 from surgery.spec import FC, Conv, Pool, PoolKind, Spec, describe
+from ui.builder_table import NUMBER_HEADER
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 TIMEOUT = 30
@@ -51,7 +52,7 @@ def ids(at: AppTest) -> tuple[int, ...]:
 def labels(at: AppTest) -> list[str]:
     """The Block column of the shape table, without input, flatten and total."""
     table = at.table[0].value
-    rows = table[table["#"] != ""]
+    rows = table[table[NUMBER_HEADER] != ""]
     return list(rows["Block"])
 
 
@@ -210,7 +211,7 @@ def test_invalid_edit_keeps_every_block_and_marks_it(padded: AppTest):
     at_block = "block 5 (conv): input 6x16x16 is smaller than kernel_size 30"
     assert any(e.startswith(at_block) for e in errors), errors
     row = padded.table[0].value.iloc[5]
-    assert (row["#"], row["Output Shape"]) == ("5", "✗ does not run")
+    assert (row[NUMBER_HEADER], row["Output Shape"]) == ("5", "✗ does not run")
     assert list(padded.table[0].value["Output Shape"][:5]) == [
         "3x32x32", "3x36x36", "6x32x32", "6x32x32", "6x16x16"
     ]  # fmt: skip

@@ -37,6 +37,7 @@ INT_FIELDS = {
     "conv": ("out_channels", "kernel_size", "stride", "padding", "dilation"),
     "fc": ("out_features",),
 }
+FIELD_WIDTH = 100
 FIELD_HELP = {
     "out_channels": "How many filters, so how many channels come out.",
     "kernel_size": "Side of the square window each output looks at.",
@@ -215,7 +216,7 @@ def _flatten_note(derivation: str, quiz: QuizView | None, fc_position: int) -> N
     if quiz is not None and not quiz.shows(fc_position - 1):
         st.info("Flatten: hidden while the quiz asks about an earlier block.")
         return
-    st.info(f"**Flatten** before this fc: {derivation}", icon="🧮")
+    st.info(f"**Flatten** before this fc: {derivation}", icon=":material/calculate:")
 
 
 def _append_row() -> None:
@@ -242,10 +243,11 @@ def _block_card(
     with st.container(border=True, key=f"block_{block_id}"):
         _block_header(report, position, block, row, shown)
         _block_fields(block, block_id)
-        _block_actions(block_id, position, len(report.spec.blocks))
-        if row is not None and shown:
-            _explanation(report, position, row)
-        elif report.error is not None and position == report.error.index:
+        with st.container(horizontal=True, gap="small", vertical_alignment="center"):
+            _block_actions(block_id, position, len(report.spec.blocks))
+            if row is not None and shown:
+                _explanation(report, position, block_id, row)
+        if report.error is not None and position == report.error.index:
             _failure(report)
 
 
@@ -276,10 +278,21 @@ def _block_fields(block: Block, block_id: int) -> None:
         _int_fields(block_id, INT_FIELDS[block.type])
     elif isinstance(block, Dropout):
         st.number_input(
-            "p", 0.0, 0.95, step=0.05, format="%.2f", **_widget(block_id, "p")
+            "p",
+            0.0,
+            0.95,
+            step=0.05,
+            format="%.2f",
+            width=220,
+            **_widget(block_id, "p"),
         )
     elif block.type == "act":
-        st.selectbox("fn", [a.value for a in Activation], **_widget(block_id, "fn"))
+        st.selectbox(
+            "fn",
+            [a.value for a in Activation],
+            width=FIELD_WIDTH + 60,
+            **_widget(block_id, "fn"),
+        )
     else:
         st.caption("BatchNorm2d on CxHxW maps, BatchNorm1d on features; no fields.")
 
@@ -294,59 +307,69 @@ def _widget(block_id: int, name: str) -> dict:
 
 
 def _int_fields(block_id: int, names: tuple[str, ...]) -> None:
-    columns = st.columns(max(len(names), 3))
-    for column, name in zip(columns, names):
-        low, high = INT_RANGES[name]
-        column.number_input(
-            name, low, high, step=1, help=FIELD_HELP[name], **_widget(block_id, name)
-        )
+    with st.container(horizontal=True, wrap=True, gap="xsmall"):
+        for name in names:
+            _int_field(block_id, name)
+
+
+def _int_field(block_id: int, name: str) -> None:
+    low, high = INT_RANGES[name]
+    st.number_input(
+        name,
+        low,
+        high,
+        step=1,
+        help=FIELD_HELP[name],
+        width=FIELD_WIDTH,
+        **_widget(block_id, name),
+    )
 
 
 def _pool_fields(block_id: int) -> None:
-    kind, kernel, stride, padding = st.columns(4)
-    kind.selectbox("kind", [k.value for k in PoolKind], **_widget(block_id, "kind"))
-    for column, name in ((kernel, "kernel_size"), (padding, "padding")):
-        low, high = INT_RANGES[name]
-        column.number_input(
-            name, low, high, step=1, help=FIELD_HELP[name], **_widget(block_id, name)
+    with st.container(horizontal=True, wrap=True, gap="xsmall"):
+        st.selectbox(
+            "kind",
+            [k.value for k in PoolKind],
+            width=FIELD_WIDTH,
+            **_widget(block_id, "kind"),
         )
-    same = st.session_state.get(field_key(block_id, "stride_same"), True)
+        _int_field(block_id, "kernel_size")
+        _pool_stride_field(block_id)
+        _int_field(block_id, "padding")
+    with st.container(horizontal=True, wrap=True, gap="medium"):
+        st.checkbox(
+            "stride same as kernel_size",
+            key=field_key(block_id, "stride_same"),
+            on_change=edit.edit_pool_stride,
+            args=(block_id,),
+        )
+        st.checkbox("ceil_mode", **_widget(block_id, "ceil_mode"))
+
+
+def _pool_stride_field(block_id: int) -> None:
+    """Disabled while the box says stride follows kernel_size (PyTorch's None)."""
     low, high = INT_RANGES["stride"]
-    stride.number_input(
+    st.number_input(
         "stride",
         low,
         high,
         step=1,
-        disabled=same,
+        disabled=st.session_state.get(field_key(block_id, "stride_same"), True),
+        help=FIELD_HELP["stride"],
+        width=FIELD_WIDTH,
         key=field_key(block_id, "stride"),
         on_change=edit.edit_pool_stride,
         args=(block_id,),
     )
-    left, right = st.columns(2)
-    left.checkbox(
-        "stride same as kernel_size",
-        key=field_key(block_id, "stride_same"),
-        on_change=edit.edit_pool_stride,
-        args=(block_id,),
-    )
-    right.checkbox("ceil_mode", **_widget(block_id, "ceil_mode"))
 
 
 def _block_actions(block_id: int, position: int, count: int) -> None:
-    with st.container(horizontal=True, gap="small"):
-        _action(
-            "↑ Up", f"up_{block_id}", edit.move_block, (block_id, -1), position == 1
-        )
-        _action(
-            "↓ Down",
-            f"down_{block_id}",
-            edit.move_block,
-            (block_id, 1),
-            position == count,
-        )
-        _action("Duplicate", f"dup_{block_id}", edit.duplicate_block, (block_id,))
-        _action("Delete", f"del_{block_id}", edit.delete_block, (block_id,))
-        _insert_popover(block_id)
+    up, down = (block_id, -1), (block_id, 1)
+    _action("↑ Up", f"up_{block_id}", edit.move_block, up, position == 1)
+    _action("↓ Down", f"down_{block_id}", edit.move_block, down, position == count)
+    _action("Duplicate", f"dup_{block_id}", edit.duplicate_block, (block_id,))
+    _action("Delete", f"del_{block_id}", edit.delete_block, (block_id,))
+    _insert_popover(block_id)
 
 
 def _action(label: str, key: str, callback, args: tuple, disabled=False) -> None:
@@ -371,9 +394,12 @@ def _insert_popover(block_id: int) -> None:
 # ---------------------------------------------------------------- explain and fix
 
 
-def _explanation(report: ShapeReport, position: int, row: ShapeRow) -> None:
+def _explanation(
+    report: ShapeReport, position: int, block_id: int, row: ShapeRow
+) -> None:
     """The worked numbers behind a valid block, folded away until asked for."""
-    with st.expander(f"Why {format_shape(row.output_shape)}?"):
+    label = f"Why {format_shape(row.output_shape)}?"
+    with st.popover(label, type="tertiary", key=f"why_{block_id}"):
         try:
             explanation = explain_block(report, position)
         except (SpecError, ValueError) as exc:
@@ -415,7 +441,7 @@ def _fix_buttons(report: ShapeReport) -> None:
     if not fixes:
         st.caption("No one-click fix here; undo or change the fields above.")
         return
-    st.markdown("**Fix it:**")
+    st.markdown("**One-click fixes** (each checked on the whole stack):")
     with st.container(horizontal=True):
         for number, fix in enumerate(fixes):
             st.button(

@@ -11,6 +11,9 @@ import streamlit as st
 from surgery.shapes import ShapeReport, ShapeRow, format_shape
 from surgery.spec import describe
 
+# st.table reads headers as Markdown, where a lone "#" would be an empty heading.
+NUMBER_HEADER = "\\#"
+NUMBER_COLUMNS = ["Param #", "Mult-Adds"]
 COLUMNS = ["#", "Block", "Layer", "Input Shape", "Output Shape", "Param #", "Mult-Adds"]
 FAILED = "✗ does not run"
 NOT_REACHED = "not reached"
@@ -150,11 +153,13 @@ def shape_frame(rows: list[dict]):
     """The rows as a styled DataFrame (a Styler), kind column dropped."""
     frame = pd.DataFrame(rows, columns=[*COLUMNS, "kind"]).astype({"#": str})
     kinds = frame.pop("kind")
+    frame = frame.rename(columns={"#": NUMBER_HEADER})
 
     def style(row: pd.Series) -> list[str]:
         return [STYLES.get(kinds[row.name], "")] * len(row)
 
-    return frame.style.apply(style, axis=1).hide(axis="index")
+    styler = frame.style.apply(style, axis=1).hide(axis="index")
+    return styler.set_properties(subset=NUMBER_COLUMNS, **{"text-align": "right"})
 
 
 def render_shape_table(report: ShapeReport, quiz: QuizView | None = None) -> None:
