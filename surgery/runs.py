@@ -237,8 +237,9 @@ class RunStore:
                 f"than this code's {SCHEMA_VERSION}; update the code or pass "
                 "another database path"
             )
-        db.executescript(_SCHEMA)
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        if version < SCHEMA_VERSION:
+            db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # ------------------------------------------------------------ writing
 
@@ -350,6 +351,15 @@ class RunStore:
         if record.weights_path:
             Path(record.weights_path).unlink(missing_ok=True)
 
+    def delete_group(self, group_id: str) -> int:
+        """Remove every run of a sweep, their weights and the sweep; returns the count."""
+        records = self.list_runs(group_id=group_id)
+        for record in records:
+            self.delete(record.id)
+        with self._connect() as db:
+            db.execute("DELETE FROM groups WHERE id = ?", (group_id,))
+        return len(records)
+
     def mark_interrupted(
         self, alive: Callable[[str | None], bool] | None = None
     ) -> int:
@@ -426,7 +436,7 @@ class RunStore:
             sql += " WHERE " + " AND ".join(where)
         with self._connect() as db:
             rows = db.execute(sql + " ORDER BY id DESC", args).fetchall()
-        return [_record(row) for row in rows]
+        return [record for row in rows if (record := _readable(row)) is not None]
 
     def find_done(self, spec: Spec, config: TrainConfig) -> RunRecord | None:
         """The newest 'done' run with this exact spec and config, if any."""
@@ -522,6 +532,20 @@ def _record(row: sqlite3.Row) -> RunRecord:
         params=row["params"],
         updated=row["updated"],
     )
+
+
+def _readable(row: sqlite3.Row) -> RunRecord | None:
+    """The row's record, or None with a warning when it no longer parses."""
+    try:
+        return _record(row)
+    # A row written by other code (older limits, a hand edit) must not hide the rest.
+    except (ValueError, TypeError, KeyError) as error:
+        warnings.warn(
+            f"run {row['id']} cannot be read ({error}); it is left out of the list; "
+            "delete it if it is no longer needed",
+            stacklevel=3,
+        )
+        return None
 
 
 def _group(row: sqlite3.Row) -> dict:
@@ -711,6 +735,28 @@ class RunManager:
             self.wait(run_id)
         self.store.delete(run_id)
 
+    def delete_group(self, group_id: str) -> int:
+        """Stop a sweep's active runs, then remove all its runs and the sweep."""
+        active = [
+            r.id for r in self.store.list_runs(group_id=group_id) if r.id in self._jobs
+        ]
+        for run_id in active:
+            self.stop(run_id)
+        for run_id in active:
+            self.wait(run_id)
+        return self.store.delete_group(group_id)
+
+    def queue_position(self, run_id: int) -> int | None:
+        """0 while the run trains, k when it is k-th in the queue; None when ended."""
+        with self._lock:
+            job = self._jobs.get(run_id)
+            if job is None:
+                return None
+            if job.started:
+                return 0
+            waiting = [j for j in self._jobs.values() if not j.started]
+            return waiting.index(job) + 1
+
     def active_ids(self) -> list[int]:
         """Runs of this manager that are queued or training, in submission order."""
         with self._lock:
@@ -833,7 +879,7 @@ class _RunThread:
             )
         finally:
             self._release_seed()
-            _free(result)
+            _free(result, self.config.device)
 
     def _on_event(self, event: Event) -> None:
         run_id = self.job.run_id
@@ -892,12 +938,19 @@ def _device_for_slot(config: TrainConfig, slot: int) -> TrainConfig:
     return config
 
 
-def _free(result: TrainResult | None) -> None:
-    """Drop the model and hand cached GPU memory back."""
+def _free(result: TrainResult | None, device: str) -> None:
+    """Drop the model and hand the run's cached GPU memory back."""
     if result is not None:
         result.model = None
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    if not torch.cuda.is_available():
+        return
+    try:
+        gpu = resolve_device(device)
+    except ConfigError:
+        return
+    if gpu.type == "cuda":
+        with torch.cuda.device(gpu):
+            torch.cuda.empty_cache()
 
 
 def _one_line(error: BaseException) -> str:

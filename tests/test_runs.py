@@ -465,3 +465,52 @@ def test_a_shut_down_manager_refuses_new_runs(manager):
 
     with pytest.raises(RuntimeError, match="was shut down; create a new one"):
         manager.submit(TINY, config())
+
+
+def test_queue_position_counts_the_runs_ahead(manager):
+    gate = Gate()
+    manager.add_listener(gate)
+    first = manager.submit(TINY, config())
+    second = manager.submit(TINY, config(seed=1))
+    third = manager.submit(TINY, config(seed=2))
+    assert gate.reached.wait(WAIT)
+
+    positions = [manager.queue_position(r) for r in (first, second, third)]
+    gate.opened.set()
+    manager.wait(third, WAIT)
+
+    assert positions == [0, 1, 2]
+    assert manager.queue_position(third) is None
+
+
+def test_delete_group_removes_its_runs_and_weights_only(manager):
+    kept = manager.submit(TINY, config())
+    swept = [
+        manager.submit(TINY, config(seed=seed), kind="sweep", group_id="g")
+        for seed in (0, 1)
+    ]
+    manager.store.create_group("g", "two seeds")
+    records = [manager.wait(run_id, WAIT) for run_id in (kept, *swept)]
+
+    assert manager.delete_group("g") == 2
+    assert [r.id for r in manager.store.list_runs()] == [kept]
+    assert manager.store.get_group("g") is None
+    assert [bool(records[i].weights_path) for i in range(3)] == [True] * 3
+    assert [(manager.weights_dir / f"{r}.pt").exists() for r in swept] == [False] * 2
+
+
+def test_an_unreadable_row_is_left_out_of_the_list_with_a_warning(db):
+    import sqlite3
+
+    store = RunStore(db)
+    good = store.create(TINY, config())
+    bad = store.create(TINY, config())
+    with sqlite3.connect(db) as connection:
+        connection.execute(
+            "UPDATE runs SET spec = '{\"blocks\": 5}' WHERE id = ?", (bad,)
+        )
+
+    with pytest.warns(UserWarning, match=f"run {bad} cannot be read"):
+        listed = store.list_runs()
+
+    assert [r.id for r in listed] == [good]
