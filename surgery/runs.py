@@ -290,10 +290,12 @@ class RunStore:
     def set_message(self, run_id: int, message: str) -> None:
         self._update(run_id, message=message, updated=time.time())
 
-    def progress(self, run_id: int, step: int, losses: list) -> None:
-        """Write the step reached and the loss curve so far."""
+    def progress(self, run_id: int, step: int, losses: list) -> bool:
+        """Write the step reached and the loss curve; False if the run was deleted."""
         points = [list(p) for p in _downsample(losses, MAX_LOSS_POINTS)]
-        self._update(run_id, step=step, losses=_dumps(points), updated=time.time())
+        return self._update(
+            run_id, step=step, losses=_dumps(points), updated=time.time()
+        )
 
     def epoch(self, run_id: int, done: EpochDone | dict) -> None:
         """Append one finished epoch."""
@@ -400,12 +402,14 @@ class RunStore:
                 )
         return len(orphans)
 
-    def _update(self, run_id: int, **values: Any) -> None:
+    def _update(self, run_id: int, **values: Any) -> bool:
+        """Set columns of one run; False when the run is not there (deleted)."""
         columns = ", ".join(f"{name} = ?" for name in values)
         with self._connect() as db:
-            db.execute(
+            cursor = db.execute(
                 f"UPDATE runs SET {columns} WHERE id = ?", (*values.values(), run_id)
             )
+            return cursor.rowcount > 0
 
     # ------------------------------------------------------------ reading
 
@@ -638,6 +642,10 @@ _SEED_LOCK = threading.Lock()
 class RunManager:
     """Trains submitted runs in background threads, one shared queue.
 
+    Runs are reproducible by seed as long as one trains at a time on a device:
+    the seeding and the model's creation are serialised, but dropout masks come
+    from PyTorch's global generator, which concurrent CPU runs share.
+
     Args:
         store: where runs and their progress are written.
         load_data: returns CIFAR-10; called once, on the first run, and shared.
@@ -817,6 +825,9 @@ class RunManager:
                 job.started = True
             try:
                 _RunThread(self, job, slot).run()
+            # Even a store that cannot be written must not end the worker.
+            except Exception as error:  # noqa: BLE001
+                warnings.warn(f"run {job.run_id} could not be recorded: {error!r}")
             finally:
                 self._end(job)
 
@@ -853,6 +864,7 @@ class _RunThread:
         self.step = 0
         self.last_write = -math.inf
         self.seed_held = False
+        self.deleted = False
 
     def run(self) -> None:
         run_id = self.job.run_id
@@ -892,14 +904,22 @@ class _RunThread:
             now = time.monotonic()
             if now - self.last_write >= PROGRESS_SECONDS:
                 self.last_write = now
-                self.store.progress(run_id, self.step, self.losses)
+                self._write_progress(event.step)
         elif isinstance(event, EpochDone):
-            self.store.progress(run_id, event.step, self.losses)
+            self._write_progress(event.step)
             self.store.epoch(run_id, event)
         self.manager._notify(run_id, event)
 
+    def _write_progress(self, step: int) -> None:
+        """Write progress; a run deleted from the store meanwhile is stopped."""
+        if not self.store.progress(self.job.run_id, step, self.losses):
+            self.deleted = True
+            self.job.stop.set()
+
     def _finish(self, result: TrainResult) -> None:
         weights = None
+        if self.deleted:
+            return
         if result.status is not Status.DIVERGED:
             weights = self._save_weights(result)
         self.store.finish(

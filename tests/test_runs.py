@@ -514,3 +514,26 @@ def test_an_unreadable_row_is_left_out_of_the_list_with_a_warning(db):
         listed = store.list_runs()
 
     assert [r.id for r in listed] == [good]
+
+
+def test_a_run_deleted_while_training_stops_and_leaves_no_weights(manager, monkeypatch):
+    monkeypatch.setattr(runs, "PROGRESS_SECONDS", 0.0)
+    gate = Gate(at_step=4)
+    steps: list[int] = []
+    manager.add_listener(gate)
+    manager.add_listener(
+        lambda run_id, event: (
+            steps.append(event.step) if isinstance(event, StepDone) else None
+        )
+    )
+    run_id = manager.submit(TINY, config(batch_size=4, epochs=50))
+    assert gate.reached.wait(WAIT)
+
+    manager.store.delete(run_id)
+    gate.opened.set()
+
+    with pytest.raises(UnknownRunError, match=f"run {run_id} is not in"):
+        manager.wait(run_id, WAIT)
+    # StepDone comes every 4 of the 800 steps; the next one finds the row gone.
+    assert max(steps) <= gate.step + 4
+    assert not (manager.weights_dir / f"{run_id}.pt").exists()
