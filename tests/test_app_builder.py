@@ -296,6 +296,9 @@ def test_quiz_hides_the_output_shape(app: AppTest):
     table = app.table[0].value
     assert list(table["Output Shape"]) == ["3x32x32", "?"]
     assert "400" not in " ".join(messages(app.success))
+    shown = messages(app.markdown) + messages(app.code) + messages(app.info)
+    assert not [text for text in shown if "28x28" in text or "400" in text]
+    assert "? → **Output Shape ?**" in shown
 
 
 def test_quiz_right_answer(app: AppTest):

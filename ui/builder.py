@@ -200,8 +200,7 @@ def render_editor(report: ShapeReport, quiz: QuizView | None) -> None:
         row = report.rows[position - 1] if position <= len(report.rows) else None
         if derivation and _is_first_fc(report, position):
             _flatten_note(derivation, quiz, position)
-        shown = quiz is None or quiz.shows(position)
-        _block_card(report, position, block, block_id, row, shown)
+        _block_card(report, position, block, block_id, row, quiz)
     _append_row()
 
 
@@ -238,10 +237,11 @@ def _block_card(
     block: Block,
     block_id: int,
     row: ShapeRow | None,
-    shown: bool,
+    quiz: QuizView | None,
 ) -> None:
+    shown = quiz is None or quiz.shows(position)
     with st.container(border=True, key=f"block_{block_id}"):
-        _block_header(report, position, block, row, shown)
+        _block_header(report, position, block, row, quiz)
         _block_fields(block, block_id)
         with st.container(horizontal=True, gap="small", vertical_alignment="center"):
             _block_actions(block_id, position, len(report.spec.blocks))
@@ -252,22 +252,30 @@ def _block_card(
 
 
 def _block_header(
-    report: ShapeReport, position: int, block: Block, row: ShapeRow | None, shown: bool
+    report: ShapeReport,
+    position: int,
+    block: Block,
+    row: ShapeRow | None,
+    quiz: QuizView | None,
 ) -> None:
     title, shape = st.columns([2, 3], vertical_alignment="center")
     name = f" · `{row.name}`" if row else ""
     title.markdown(f"**{position} · {block.type}**{name}")
-    shape.markdown(_shape_text(report, position, row, shown), text_alignment="right")
+    shape.markdown(_shape_text(report, position, row, quiz), text_alignment="right")
 
 
 def _shape_text(
-    report: ShapeReport, position: int, row: ShapeRow | None, shown: bool
+    report: ShapeReport, position: int, row: ShapeRow | None, quiz: QuizView | None
 ) -> str:
+    """'6x14x14 → Output Shape 16x10x10'; a '?' for what the quiz hides."""
     if row is not None:
-        out = format_shape(row.output_shape) if shown else "?"
-        return f"{format_shape(row.input_shape)} → **Output Shape {out}**"
+        shows = quiz.shows if quiz is not None else lambda index: True
+        in_shape = format_shape(row.input_shape) if shows(position - 1) else "?"
+        out = format_shape(row.output_shape) if shows(position) else "?"
+        return f"{in_shape} → **Output Shape {out}**"
     if report.error is not None and position == report.error.index:
-        return ":red[**✗ does not run**]"
+        before = report.rows[-1].output_shape if report.rows else report.spec.input
+        return f"{format_shape(before)} → :red[**✗ does not run**]"
     return ":gray[not reached]"
 
 

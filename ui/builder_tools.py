@@ -46,7 +46,8 @@ def restore_from_link() -> None:
     except SpecError as exc:
         edit.notify(
             "warning",
-            f"The share link could not be opened, so the default stack is shown. {exc}",
+            "The share link could not be opened, so the default stack is shown. "
+            + _sentence(exc, "share link: "),
         )
         return
     state.init_state()
@@ -103,6 +104,12 @@ def render_files(report: ShapeReport, link: str | None) -> None:
     st.code(f"{_base_url()}?{LINK_PARAM}={link}", language=None, wrap_lines=True)
 
 
+def _sentence(exc: SpecError, prefix: str) -> str:
+    """The error's message as a sentence, without the part naming its source."""
+    text = str(exc).removeprefix(prefix)
+    return f"{text[:1].upper()}{text[1:]}."
+
+
 def _base_url() -> str:
     url = st.context.url or ""
     return url.split("?", 1)[0]
@@ -117,7 +124,9 @@ def open_upload() -> None:
         spec = spec_from_upload(upload.getvalue())
     except SpecError as exc:
         edit.notify(
-            "error", f"{upload.name} was not opened; the stack is unchanged. {exc}"
+            "error",
+            f"{upload.name} was not opened; the stack is unchanged. "
+            + _sentence(exc, "upload: "),
         )
         return
     edit.replace_spec(spec)

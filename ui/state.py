@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import streamlit as st
 
 from surgery.presets import get_preset
-from surgery.spec import Block, Spec
+from surgery.spec import Block, Spec, spec_from_dict
 
 SPEC_KEY = "spec"
 IDS_KEY = "block_ids"
@@ -48,7 +48,13 @@ def init_state() -> None:
 def current_spec() -> Spec:
     """The stack as the user last edited it; it may not be valid."""
     init_state()
-    return st.session_state[SPEC_KEY]
+    spec = st.session_state[SPEC_KEY]
+    if type(spec) is not Spec:
+        # Streamlit re-imported surgery after a source edit; rebuild the blocks
+        # from their JSON so isinstance checks see the new classes.
+        spec = spec_from_dict(spec.to_dict())
+        st.session_state[SPEC_KEY] = spec
+    return spec
 
 
 def set_spec(spec: Spec) -> None:
@@ -121,7 +127,10 @@ def redo_count() -> int:
 
 
 def _restore(state: Snapshot) -> None:
-    st.session_state[SPEC_KEY] = state.spec
+    spec = state.spec
+    if type(spec) is not Spec:
+        spec = spec_from_dict(spec.to_dict())
+    st.session_state[SPEC_KEY] = spec
     st.session_state[IDS_KEY] = tuple(state.ids)
 
 
