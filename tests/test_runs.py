@@ -408,7 +408,7 @@ def test_progress_is_written_per_epoch_when_steps_come_fast(manager, monkeypatch
 
     def counting(self, run_id, step, losses):
         writes.append(step)
-        original(self, run_id, step, losses)
+        return original(self, run_id, step, losses)
 
     monkeypatch.setattr(RunStore, "progress", counting)
     record = manager.wait(manager.submit(TINY, config(batch_size=4, epochs=3)), WAIT)
