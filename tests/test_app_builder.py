@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from surgery.presets import TUTORIAL_LENET, get_preset
+from surgery.presets import PRESETS, TUTORIAL_LENET, get_preset
+from surgery.shapes import trace
 from surgery.share import MAX_UPLOAD_BYTES, decode_spec, encode_spec
 from surgery.spec import FC, Conv, Pool, PoolKind, Spec, describe
 from ui.builder_table import NUMBER_HEADER
@@ -102,6 +103,17 @@ def test_padded_lenet_shows_36_and_flatten_576(padded: AppTest):
     assert table_row(padded, "fc 120")["Param #"] == "69,240"
     notes = messages(padded.info)
     assert any("16 x 6 x 6 = 576" in note for note in notes), notes
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_loads_with_its_flatten(app: AppTest, name: str):
+    load(app, name)
+    expected = trace(get_preset(name))
+    assert spec(app) == get_preset(name)
+    assert table_row(app, "flatten (automatic)")["Output Shape"] == str(
+        expected.flatten
+    )
+    assert table_row(app, "Total")["Param #"] == f"{expected.total_params:,}"
 
 
 def test_every_block_shows_its_output_shape_in_the_editor(padded: AppTest):
@@ -264,6 +276,25 @@ def test_fix_button_makes_the_stack_valid(padded: AppTest, fix: int):
     assert len(spec(padded).blocks) >= 11, label
     click(padded, "undo")
     assert spec(padded).blocks[4] == Conv(16, 30)
+
+
+def test_pool_after_fc_is_marked_and_fixed(app: AppTest):
+    click(app, f"down_{ids(app)[5]}")
+    assert [describe(b) for b in spec(app).blocks[5:7]] == ["fc 120", "pool max 2"]
+    errors = messages(app.error)
+    assert any(e.startswith("block 7 (pool): comes after the fc") for e in errors)
+    click(app, "fix_0")
+    assert not app.error
+    assert len(spec(app).blocks) == 11
+
+
+def test_a_new_edit_clears_redo(padded: AppTest):
+    set_field(padded, 5, "kernel_size", 30)
+    click(padded, "undo")
+    assert not padded.button(key="redo").disabled
+    set_field(padded, 5, "kernel_size", 3)
+    assert padded.button(key="redo").disabled
+    assert table_row(padded, "conv 16 k3")["Output Shape"] == "16x14x14"
 
 
 def test_empty_stack_is_a_message_not_a_traceback(app: AppTest):
