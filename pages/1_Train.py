@@ -169,8 +169,7 @@ def recall(store: RunStore) -> dict | None:
         latest = store.list_runs(kind="single")
         if not latest:
             return None
-        baseline = ui_runs.find_baseline(store, latest[0].config)
-        ids = {"candidate": latest[0].id, "baseline": baseline and baseline.id}
+        ids = {"candidate": latest[0].id, "baseline": None}
     return ids
 
 
@@ -179,16 +178,27 @@ def _ids_from_url() -> dict | None:
     if not run.isdigit():
         return None
     baseline = st.query_params.get("baseline", "")
-    return {"candidate": int(run), "baseline": int(baseline) if baseline.isdigit() else None}
+    return {
+        "candidate": int(run),
+        "baseline": int(baseline) if baseline.isdigit() else None,
+    }
 
 
 # ---------------------------------------------------------------- showing
 
 
 def records_of(store: RunStore, ids: dict) -> tuple[RunRecord | None, RunRecord | None]:
-    candidate = ui_runs.get_runs(store, [ids["candidate"]])
-    baseline = ui_runs.get_runs(store, [ids["baseline"]] if ids["baseline"] else [])
-    return (candidate or [None])[0], (baseline or [None])[0]
+    """The candidate and its baseline; a link without one finds it by settings."""
+    found = ui_runs.get_runs(store, [ids["candidate"]])
+    if not found:
+        return None, None
+    candidate = found[0]
+    if candidate.spec == TUTORIAL_LENET:
+        return candidate, candidate
+    if ids["baseline"] is None:
+        return candidate, ui_runs.find_baseline(store, candidate.config)
+    baseline = ui_runs.get_runs(store, [ids["baseline"]])
+    return candidate, (baseline or [None])[0]
 
 
 def unique(records) -> list[RunRecord]:
@@ -215,7 +225,8 @@ def live_view(manager: RunManager, ids: dict) -> None:
 def render_comparison(candidate: RunRecord, baseline: RunRecord | None) -> None:
     """Test accuracy of each, the difference and what one seed can tell."""
     if baseline is None or baseline.id == candidate.id:
-        st.metric("Test accuracy", ui_runs.format_accuracy(candidate.test_accuracy))
+        accuracy = ui_runs.format_accuracy(candidate.test_accuracy)
+        st.metric(ui_runs.run_name(candidate), accuracy)
         if baseline is not None:
             st.caption("This stack is the tutorial LeNet: it is the baseline.")
         return
@@ -239,7 +250,11 @@ def render_noise_note(candidate: RunRecord, baseline: RunRecord) -> None:
         "land a point or two apart, so a difference this size from one seed "
         "each is within the noise."
     )
-    link_to("pages/3_Experiments.py", "Compare over several seeds in Experiments", "Experiments")
+    link_to(
+        "pages/3_Experiments.py",
+        "Compare over several seeds in Experiments",
+        "Experiments",
+    )
     changes = diff_specs(baseline.spec, candidate.spec)
     if changes:
         with st.expander("What your stack changes from the baseline"):
@@ -258,7 +273,9 @@ def render_results(candidate: RunRecord, baseline: RunRecord | None) -> None:
     ui_runs.render_result_table(records)
     ui_runs.render_weights_download(candidate)
     if baseline is None:
-        st.caption("No baseline run for these settings; tick the baseline box to add one.")
+        st.caption(
+            "No baseline run for these settings; tick the baseline box to add one."
+        )
 
 
 def render_runs(manager: RunManager, ids: dict | None) -> None:

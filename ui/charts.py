@@ -96,13 +96,13 @@ def _matrix_frame(matrix: Sequence[Sequence[float]], classes: Sequence[str]):
 
 
 def _heatmap(frame: pd.DataFrame, title: str, color: alt.Color, classes) -> alt.Chart:
-    base = alt.Chart(frame, title=title).encode(
+    base = alt.Chart(frame).encode(
         x=alt.X("predicted:N", title="predicted class", sort=list(classes)),
         y=alt.Y("true:N", title="true class", sort=list(classes)),
     )
     cells = base.mark_rect().encode(color=color, tooltip=["true", "predicted", "count"])
     text = base.mark_text(fontSize=10).encode(text="count:Q")
-    return (cells + text).properties(width=360, height=360)
+    return (cells + text).properties(title=title, width=360, height=360)
 
 
 def confusion_chart(
@@ -139,7 +139,7 @@ def _points_frame(points: Sequence) -> pd.DataFrame:
     return pd.DataFrame(
         [
             {
-                "series": p.label,
+                "point": str(p.label),
                 "x": p.x,
                 "mean": p.mean,
                 "low": p.mean - p.std,
@@ -149,60 +149,52 @@ def _points_frame(points: Sequence) -> pd.DataFrame:
             }
             for p in points
         ],
-        columns=["series", "x", "mean", "low", "high", "std", "n"],
+        columns=["point", "x", "mean", "low", "high", "std", "n"],
     )
 
 
 def _seeds_frame(points: Sequence) -> pd.DataFrame:
     return pd.DataFrame(
         [
-            {"series": p.label, "x": p.x, "accuracy": value}
+            {"point": str(p.label), "x": p.x, "accuracy": value}
             for p in points
             for value in p.values
         ],
-        columns=["series", "x", "accuracy"],
+        columns=["point", "x", "accuracy"],
     )
 
 
 TOOLTIP = [
-    "series",
-    "x",
-    alt.Tooltip("mean:Q", format=".2f", title="mean accuracy (%)"),
+    "point",
+    alt.Tooltip("mean:Q", format=".2f", title="mean test accuracy (%)"),
     alt.Tooltip("std:Q", format=".2f", title="std over seeds"),
     alt.Tooltip("n:Q", title="seeds"),
 ]
+ACCURACY = alt.Y("mean:Q", title="test accuracy (%)", scale=alt.Scale(zero=False))
 
 
 def sweep_line_chart(points: Sequence, x_title: str, log_x: bool = True) -> alt.Chart:
     """Mean test accuracy against x, error bars of ± one std, every seed a dot."""
     scale = alt.Scale(type="log" if log_x else "linear", zero=False)
     x = alt.X("x:Q", title=x_title, scale=scale)
-    y_scale = alt.Scale(zero=False)
-    color = alt.Color("series:N", title="network")
     frame = _points_frame(points)
     line = (
-        alt.Chart(frame)
-        .mark_line(point=True)
-        .encode(x=x, y=alt.Y("mean:Q", title="test accuracy (%)", scale=y_scale))
-        .encode(color=color, tooltip=TOOLTIP)
+        alt.Chart(frame).mark_line(point=True).encode(x=x, y=ACCURACY, tooltip=TOOLTIP)
     )
-    bars = (
+    whiskers = (
         alt.Chart(frame)
         .mark_errorbar(ticks=True)
-        .encode(
-            x=x, y=alt.Y("low:Q", title="test accuracy (%)"), y2="high:Q", color=color
-        )
+        .encode(x=x, y=alt.Y("low:Q", title="test accuracy (%)"), y2="high:Q")
     )
-    seeds = alt.Chart(_seeds_frame(points)).mark_circle(opacity=0.35, size=25)
-    seeds = seeds.encode(x=x, y="accuracy:Q", color=color)
-    return (bars + line + seeds).properties(title=f"Test accuracy vs {x_title}")
+    seeds = alt.Chart(_seeds_frame(points)).mark_circle(opacity=0.4, size=25)
+    seeds = seeds.encode(x=x, y="accuracy:Q", tooltip=["point", "accuracy"])
+    return (whiskers + line + seeds).properties(title=f"Test accuracy vs {x_title}")
 
 
 def sweep_bar_chart(points: Sequence, x_title: str) -> alt.Chart:
     """One bar per point (its label), error bars of ± one std, every seed a dot."""
     frame = _points_frame(points)
-    frame["name"] = frame["series"].astype(str)
-    x = alt.X("name:N", title=x_title, sort=None)
+    x = alt.X("point:N", title=x_title, sort=None, axis=alt.Axis(labelAngle=0))
     y = alt.Y("mean:Q", title="test accuracy (%)")
     bars = alt.Chart(frame).mark_bar(opacity=0.8).encode(x=x, y=y, tooltip=TOOLTIP)
     whiskers = (
@@ -210,21 +202,25 @@ def sweep_bar_chart(points: Sequence, x_title: str) -> alt.Chart:
         .mark_errorbar(ticks=True)
         .encode(x=x, y=alt.Y("low:Q", title="test accuracy (%)"), y2="high:Q")
     )
-    seeds_frame = _seeds_frame(points)
-    seeds_frame["name"] = seeds_frame["series"].astype(str)
-    seeds = alt.Chart(seeds_frame).mark_circle(color="black", opacity=0.5, size=25)
-    seeds = seeds.encode(x=x, y="accuracy:Q")
+    seeds = alt.Chart(_seeds_frame(points)).mark_circle(color="black", opacity=0.5)
+    seeds = seeds.encode(x=x, y="accuracy:Q", tooltip=["point", "accuracy"])
     return (bars + whiskers + seeds).properties(title=f"Test accuracy by {x_title}")
 
 
-def noise_band(mean: float, std: float, label: str = "baseline ± std") -> alt.Chart:
-    """A horizontal band of mean ± std, to lay under a sweep chart."""
-    frame = pd.DataFrame([{"low": mean - std, "high": mean + std, "mean": mean}])
-    band = alt.Chart(frame).mark_rect(opacity=0.15, color="gray")
-    band = band.encode(
-        y="low:Q", y2="high:Q", tooltip=[alt.Tooltip("mean:Q", title=label)]
+def noise_band(low: float, high: float, mean: float, label: str) -> alt.Chart:
+    """A horizontal band from low to high across the whole chart, a rule at mean."""
+    frame = pd.DataFrame([{"low": low, "high": high, "mean": mean, "what": label}])
+    base = alt.Chart(frame)
+    band = base.mark_rect(opacity=0.15, color="gray").encode(
+        x=alt.value(0),
+        x2=alt.value("width"),
+        y="low:Q",
+        y2="high:Q",
+        tooltip=[
+            "what",
+            alt.Tooltip("low:Q", format=".2f"),
+            alt.Tooltip("high:Q", format=".2f"),
+        ],
     )
-    rule = (
-        alt.Chart(frame).mark_rule(color="gray", strokeDash=[4, 4]).encode(y="mean:Q")
-    )
+    rule = base.mark_rule(color="gray", strokeDash=[4, 4]).encode(y="mean:Q")
     return band + rule

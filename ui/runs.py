@@ -19,7 +19,7 @@ from surgery.presets import PRESETS, TUTORIAL_LENET
 from surgery.runs import RunManager, RunRecord, RunStatus, RunStore, UnknownRunError
 from surgery.spec import Spec
 from surgery.stats import seed_spread
-from surgery.train import TrainConfig
+from surgery.train import ConfigError, TrainConfig
 from ui import charts
 from ui.sidebar import AppPaths
 
@@ -139,7 +139,9 @@ def seed_groups(store: RunStore, records: Sequence[RunRecord]) -> list[dict]:
         if key in seen:
             continue
         seen.add(key)
-        same = [r for r in done if settings_key(r) == key and r.test_accuracy is not None]
+        same = [
+            r for r in done if settings_key(r) == key and r.test_accuracy is not None
+        ]
         rows.append(_seed_row(record, same))
     return rows
 
@@ -157,7 +159,13 @@ def _seed_row(record: RunRecord, same: list[RunRecord]) -> dict:
         return {**row, "mean": None, "std": None, "low": None, "high": None}
     spread = seed_spread([r.test_accuracy for r in same])
     std = spread.std if spread.n > 1 else None
-    return {**row, "mean": spread.mean, "std": std, "low": spread.low, "high": spread.high}
+    return {
+        **row,
+        "mean": spread.mean,
+        "std": std,
+        "low": spread.low,
+        "high": spread.high,
+    }
 
 
 def _seed(record: RunRecord) -> int:
@@ -267,3 +275,21 @@ def render_weights_download(record: RunRecord) -> None:
 
 def created_text(record: RunRecord) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(record.created))
+
+
+def parse_numbers(name: str, text: str, kind: type = int) -> list:
+    """'4, 16 64' -> [4, 16, 64]; a token that is not a number is a ConfigError."""
+    tokens = text.replace(",", " ").split()
+    if not tokens:
+        raise ConfigError(f"{name} is empty; write at least one value, e.g. 4, 16, 64")
+    values = []
+    for token in tokens:
+        try:
+            values.append(kind(token))
+        except ValueError:
+            word = "a whole number" if kind is int else "a number"
+            raise ConfigError(
+                f"{name}: {token!r} is not {word}; write values separated by "
+                "commas, e.g. 4, 16, 64"
+            ) from None
+    return values

@@ -1,0 +1,420 @@
+"""AppTest over the Train, Runs and Experiments pages, with tiny in-memory data.
+
+The run manager is the real one, trained on a few hundred random images, so every
+number the pages show is checked against the store it came from.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+import surgery.runs as surgery_runs
+from surgery.data import CIFAR10_CLASSES, Cifar10, ImageSet, load_cifar10
+from surgery.diff import diff_specs
+from surgery.model import build_model
+from surgery.presets import PRESETS, TUTORIAL_LENET
+from surgery.runs import RunManager, RunStatus, RunStore
+from surgery.spec import FC, Conv, Spec
+from surgery.train import ConfigError, TrainConfig
+from ui import charts
+from ui import runs as ui_runs
+
+# The module, not a function the package may re-export under the same name.
+calibrate = importlib.import_module("surgery.calibrate")
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = str(ROOT / "pages" / "1_Train.py")
+RUNS = str(ROOT / "pages" / "2_Runs.py")
+EXPERIMENTS = str(ROOT / "pages" / "3_Experiments.py")
+PAGES = {"train": TRAIN, "runs": RUNS, "experiments": EXPERIMENTS}
+TIMEOUT = 60
+WAIT = 120
+PADDED = PRESETS["padded-lenet"].spec
+BROKEN = Spec(blocks=(Conv(6, 40), FC(10)))
+
+
+def fake_cifar(n_train: int = 200, n_test: int = 50) -> Cifar10:
+    generator = torch.Generator().manual_seed(0)
+
+    def split(n: int) -> ImageSet:
+        shape = (n, 3, 32, 32)
+        images = torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
+        return ImageSet(images, torch.arange(n) % 10, CIFAR10_CLASSES)
+
+    return Cifar10(split(n_train), split(n_test), "fake")
+
+
+@pytest.fixture(autouse=True)
+def quick_calibration(monkeypatch):
+    """A few timed steps are enough to draw an estimate; its accuracy is not tested."""
+    monkeypatch.setattr(calibrate, "MAX_STEPS", 4)
+    monkeypatch.setattr(calibrate, "MAX_SECONDS", 0.05)
+    calibrate.clear_cache()
+    yield
+    calibrate.clear_cache()
+
+
+def use_manager(monkeypatch, tmp_path: Path, load_data) -> RunManager:
+    """Point the pages at a store in tmp_path and a manager with `load_data`."""
+    db = tmp_path / "runs" / "runs.sqlite"
+    monkeypatch.setenv("SURGERY_RUNS_DB", str(db))
+    monkeypatch.setenv("SURGERY_DATA", str(tmp_path / "data"))
+    manager = RunManager(RunStore(db), load_data, weights_dir=tmp_path / "weights")
+    monkeypatch.setattr(surgery_runs, "get_manager", lambda *args, **kw: manager)
+    ui_runs._cached_manager.clear()
+    return manager
+
+
+@pytest.fixture
+def manager(monkeypatch, tmp_path):
+    data = fake_cifar()
+    made = use_manager(monkeypatch, tmp_path, lambda: data)
+    yield made
+    made.shutdown(wait=True)
+    ui_runs._cached_manager.clear()
+
+
+def page(path: str, spec: Spec | None = None) -> AppTest:
+    at = AppTest.from_file(path, default_timeout=TIMEOUT)
+    if spec is not None:
+        at.session_state["spec"] = spec
+    return at.run()
+
+
+def button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label == label)
+
+
+def wait_all(manager: RunManager) -> None:
+    for run_id in manager.active_ids():
+        manager.wait(run_id, WAIT)
+
+
+def chart_titles(at: AppTest) -> list[str]:
+    titles = []
+    for chart in at.get("vega_lite_chart"):
+        title = json.loads(chart.proto.spec).get("title", "")
+        titles.append(title["text"] if isinstance(title, dict) else title)
+    return titles
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def quick_settings(at: AppTest) -> AppTest:
+    at.number_input(key="train_batch_size").set_value(16)
+    at.number_input(key="train_epochs").set_value(1)
+    return at.run()
+
+
+def train_done(manager: RunManager, spec: Spec, seed: int = 0, label: str = ""):
+    config = TrainConfig(batch_size=16, epochs=1, seed=seed, device="cpu")
+    run_id = manager.submit(spec, config, label=label)
+    return manager.wait(run_id, WAIT)
+
+
+# ---------------------------------------------------------------- every page
+
+
+@pytest.mark.parametrize("path", PAGES.values(), ids=PAGES.keys())
+def test_page_runs_with_an_empty_store(manager, path):
+    at = page(path)
+
+    assert not at.exception
+    assert manager.store.list_runs() == []
+    assert str(manager.store.path) in texts(at.sidebar.markdown)
+
+
+def test_empty_store_says_what_to_do(manager):
+    runs = page(RUNS)
+    experiments = page(EXPERIMENTS)
+
+    assert "No runs yet" in texts(runs.info)
+    assert "No sweep yet" in texts(experiments.caption)
+
+
+# ---------------------------------------------------------------- Train
+
+
+def test_invalid_stack_disables_train_and_names_the_block(manager):
+    at = page(TRAIN, BROKEN)
+
+    assert not at.exception
+    assert button(at, "Train").disabled
+    assert "block 1 (conv)" in texts(at.error)
+    assert "kernel_size 40" in texts(at.error)
+    assert "Builder" in texts(at.error)
+
+
+def test_valid_stack_shows_counts_and_an_estimate(manager):
+    at = page(TRAIN, PADDED)
+
+    metrics = {m.label: m.value for m in at.metric}
+    params = sum(p.numel() for p in build_model(PADDED).parameters())
+    assert metrics["Param #"] == f"{params:,}"
+    assert metrics["Flatten"] == "576"
+    assert "Estimated time" in texts(at.info)
+    assert "your stack and the baseline" in texts(at.info)
+    assert not button(at, "Train").disabled
+
+
+def test_train_shows_result_beside_the_baseline(manager):
+    at = quick_settings(page(TRAIN, PADDED))
+
+    button(at, "Train").click()
+    at.run()
+    singles = manager.store.list_runs(kind="single")
+    baselines = manager.store.list_runs(kind="baseline")
+    assert [r.spec for r in singles] == [PADDED]
+    assert [r.spec for r in baselines] == [TUTORIAL_LENET]
+    assert at.query_params["run"] == str(singles[0].id)
+    wait_all(manager)
+    at.run()
+
+    mine = manager.store.get(singles[0].id)
+    theirs = manager.store.get(baselines[0].id)
+    assert (mine.status, theirs.status) == (RunStatus.DONE, RunStatus.DONE)
+    metrics = {m.label: m for m in at.metric}
+    assert metrics[f"#{mine.id} Padded LeNet"].value == f"{mine.test_accuracy:.2f}%"
+    baseline_label = f"#{theirs.id} {ui_runs.BASELINE_LABEL}"
+    assert metrics[baseline_label].value == f"{theirs.test_accuracy:.2f}%"
+    difference = mine.test_accuracy - theirs.test_accuracy
+    delta = metrics[f"#{mine.id} Padded LeNet"].delta
+    assert delta == f"{difference:+.2f} points vs the baseline"
+    assert "within the noise" in texts(at.info)
+    assert "Test accuracy per class (%)" in chart_titles(at)
+
+
+def test_a_finished_baseline_is_reused(manager):
+    done = train_done(manager, TUTORIAL_LENET)
+    at = quick_settings(page(TRAIN, PADDED))
+    at.number_input(key="train_seed").set_value(0)
+    at.selectbox(key="train_device").set_value("cpu")
+    at.run()
+
+    assert "for your stack." in texts(at.info)
+    button(at, "Train").click()
+    at.run()
+    wait_all(manager)
+
+    assert len(manager.store.list_runs()) == 2
+    assert at.session_state["train_run_ids"]["baseline"] == done.id
+
+
+def test_a_run_survives_reruns_and_new_sessions(manager):
+    at = quick_settings(page(TRAIN, PADDED))
+    button(at, "Train").click()
+    at.run()
+    wait_all(manager)
+    at.run()
+    run = manager.store.list_runs(kind="single")[0]
+
+    again = page(TRAIN)
+    metrics = {m.label: m.value for m in again.metric}
+    assert metrics[f"#{run.id} Padded LeNet"] == f"{run.test_accuracy:.2f}%"
+
+    runs = page(RUNS)
+    table = runs.dataframe[0].value
+    assert run.id in list(table["id"])
+    row = table[table["id"] == run.id].iloc[0]
+    assert row["test accuracy (%)"] == pytest.approx(run.test_accuracy)
+    assert row["status"] == "done"
+
+
+def test_the_url_brings_back_the_runs_after_a_reload(manager):
+    first = train_done(manager, PADDED, label="Padded LeNet")
+    train_done(manager, PADDED, seed=1, label="Padded LeNet")
+
+    at = AppTest.from_file(TRAIN, default_timeout=TIMEOUT)
+    at.query_params["run"] = str(first.id)
+    at.run()
+
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics[f"#{first.id} Padded LeNet"] == f"{first.test_accuracy:.2f}%"
+    assert "No baseline run for these settings" in texts(at.caption)
+
+
+def test_missing_data_shows_the_message_not_a_traceback(monkeypatch, tmp_path):
+    empty = tmp_path / "empty"
+    made = use_manager(
+        monkeypatch, tmp_path, lambda: load_cifar10(empty, download=False)
+    )
+    try:
+        at = quick_settings(page(TRAIN))
+        button(at, "Train").click()
+        at.run()
+        wait_all(made)
+        at.run()
+    finally:
+        made.shutdown(wait=True)
+        ui_runs._cached_manager.clear()
+
+    assert not at.exception
+    errors = texts(at.error)
+    assert "failed: DataNotFoundError: CIFAR-10 was not found under" in errors
+    assert "Traceback" not in errors
+
+
+# ---------------------------------------------------------------- Runs
+
+
+def test_runs_page_compares_two_finished_runs(manager):
+    a = train_done(manager, TUTORIAL_LENET, label="baseline")
+    b = train_done(manager, PADDED, label="padded")
+    at = page(RUNS)
+
+    at.multiselect(key="runs_selected").set_value([a.id, b.id])
+    at.run()
+
+    assert not at.exception
+    code = texts(at.code)
+    for line in diff_specs(a.spec, b.spec):
+        assert line in code
+    titles = chart_titles(at)
+    assert "Test accuracy per class (%)" in titles
+    assert f"#{a.id} baseline" in titles
+    assert f"#{b.id} padded" in titles
+    assert f"#{b.id} padded minus #{a.id} baseline" in titles
+    spread = at.dataframe[-1].value
+    assert list(spread["n"]) == [1, 1]
+    assert list(spread["mean"]) == pytest.approx([a.test_accuracy, b.test_accuracy])
+
+
+def test_runs_page_groups_seeds_into_a_spread(manager):
+    runs = [train_done(manager, TUTORIAL_LENET, seed=s, label="lenet") for s in (0, 1)]
+    at = page(RUNS)
+    at.multiselect(key="runs_selected").set_value([r.id for r in runs])
+    at.run()
+
+    spread = at.dataframe[-1].value
+    values = [r.test_accuracy for r in runs]
+    assert list(spread["n"]) == [2]
+    assert spread["mean"][0] == pytest.approx(sum(values) / 2)
+    assert spread["seeds"][0] == "0, 1"
+
+
+def test_runs_page_filters_by_status_and_text(manager):
+    train_done(manager, TUTORIAL_LENET, label="lenet")
+    train_done(manager, PADDED, label="padded")
+    at = page(RUNS)
+
+    at.text_input(key="runs_text").input("padd")
+    at.run()
+    assert list(at.dataframe[0].value["label"]) == ["padded"]
+    at.text_input(key="runs_text").input("")
+    at.multiselect(key="runs_status").set_value(["failed"])
+    at.run()
+    assert len(at.dataframe[0].value) == 0
+
+
+def test_delete_asks_first(manager):
+    run = train_done(manager, TUTORIAL_LENET)
+    at = page(RUNS)
+    at.multiselect(key="runs_selected").set_value([run.id])
+    at.run()
+
+    button(at, "Delete selected…").click()
+    at.run()
+    assert f"Delete run(s) #{run.id}?" in texts(at.warning)
+    assert manager.store.list_runs() != []
+    button(at, "Yes, delete").click()
+    at.run()
+
+    assert manager.store.list_runs() == []
+    assert not at.exception
+
+
+# ---------------------------------------------------------------- Experiments
+
+
+def test_experiment_estimate_then_start_and_results(manager):
+    at = page(EXPERIMENTS)
+    at.selectbox(key="exp_name").set_value("optimizer")
+    at.number_input(key="exp_seeds").set_value(2)
+    at.number_input(key="exp_epochs").set_value(1)
+    at.selectbox(key="exp_device").set_value("cpu")
+    at.run()
+    assert "4 runs (2 points × 2 seeds)" in texts(at.info)
+
+    button(at, "Start").click()
+    at.run()
+    runs = manager.store.list_runs(kind="sweep")
+    assert len(runs) == 4
+    wait_all(manager)
+    at.run()
+
+    assert not at.exception
+    assert "Test accuracy by optimizer" in json.dumps(chart_titles(at))
+    sentences = texts(at.markdown)
+    assert "Adam minus SGD" in sentences
+    table = at.dataframe[-1].value
+    done = manager.store.list_runs(kind="sweep", status="done")
+    done = [r for r in done if r.label == "Adam"]
+    assert len(done) == 2
+    mean = sum(r.test_accuracy for r in done) / len(done)
+    assert table[table["point"] == "Adam"]["mean test accuracy (%)"].iloc[0] == (
+        pytest.approx(mean)
+    )
+
+
+def test_custom_sweep_names_a_bad_value(manager):
+    at = page(EXPERIMENTS)
+    at.radio(key="exp_mode").set_value("Custom sweep")
+    at.run()
+    at.text_input(key="sweep_batch_sizes").input("4, x")
+    at.run()
+
+    assert "batch_sizes: 'x' is not a whole number" in texts(at.error)
+    assert "Start" not in [b.label for b in at.button]
+
+
+def test_custom_sweep_estimates_every_combination(manager):
+    at = page(EXPERIMENTS)
+    at.radio(key="exp_mode").set_value("Custom sweep")
+    at.run()
+    at.text_input(key="sweep_batch_sizes").input("8, 16")
+    at.number_input(key="sweep_seeds").set_value(2)
+    at.radio(key="sweep_budget").set_value("steps")
+    at.run()
+
+    assert "4 runs (2 points × 2 seeds)" in texts(at.info)
+    assert "Equal optimizer steps" in texts(at.caption)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def test_parse_numbers_reads_a_list():
+    assert ui_runs.parse_numbers("lrs", "0.001, 3e-4", float) == [0.001, 0.0003]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("", "batch_sizes is empty"), ("4 1.5", "'1.5' is not a whole number")],
+    ids=["empty", "fraction"],
+)
+def test_parse_numbers_names_the_bad_value(text, message):
+    with pytest.raises(ConfigError, match=message):
+        ui_runs.parse_numbers("batch_sizes", text)
+
+
+def test_difference_matrix_is_b_minus_a():
+    assert charts.difference_matrix([[3, 1], [0, 2]], [[2, 2], [1, 1]]) == [
+        [-1, 1],
+        [1, -1],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(42.4, "42 s"), (200, "3 min 20 s"), (7500, "2 h 05 min"), (None, "?")],
+    ids=["seconds", "minutes", "hours", "unknown"],
+)
+def test_format_seconds(seconds, text):
+    assert ui_runs.format_seconds(seconds) == text
