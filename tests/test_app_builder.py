@@ -377,6 +377,28 @@ def test_bad_share_link_warns_and_keeps_the_default(link: str):
     assert at.warning[0].value.startswith("The share link could not be opened")
 
 
+def _publish_a_huge_stack() -> None:
+    import random
+
+    import streamlit as st
+
+    from surgery.shapes import ShapeReport
+    from surgery.spec import FC, Conv, Spec
+    from ui.builder_tools import publish_link
+
+    st.query_params["stack"] = "v1.old"
+    rng = random.Random(0)
+    blocks = [Conv(rng.randint(1, 1024), rng.randint(1, 32)) for _ in range(800)]
+    spec = Spec(blocks=(*blocks, FC(10)))
+    st.write(f"link: {publish_link(ShapeReport(spec, (), None, None))}")
+
+
+def test_stack_too_long_for_a_link_drops_the_query():
+    at = AppTest.from_function(_publish_a_huge_stack, default_timeout=TIMEOUT).run()
+    assert at.markdown[0].value == "link: None"
+    assert "stack" not in at.query_params
+
+
 def test_bad_upload_keeps_the_stack(padded: AppTest):
     before = spec(padded)
     bad = json.dumps({"input": [3, 32, 32], "blocks": [{"type": "conv", "k": 3}]})

@@ -117,7 +117,7 @@ def _history_buttons() -> None:
         key="undo",
         on_click=edit.undo,
         disabled=not undo_steps,
-        use_container_width=True,
+        width="stretch",
         help=f"{len(undo_steps)} earlier step(s)",
     )
     right.button(
@@ -125,7 +125,7 @@ def _history_buttons() -> None:
         key="redo",
         on_click=edit.redo,
         disabled=not state.redo_count(),
-        use_container_width=True,
+        width="stretch",
     )
     st.toggle("Quiz mode", key="quiz_on", help="Hide an Output Shape and guess it.")
 
@@ -291,7 +291,7 @@ def _block_fields(block: Block, block_id: int) -> None:
             0.95,
             step=0.05,
             format="%.2f",
-            width=220,
+            width=FIELD_WIDTH,
             **_widget(block_id, "p"),
         )
     elif block.type == "act":
@@ -418,6 +418,7 @@ def _explanation(
 
 def render_explanation(explanation) -> None:
     """Formula, Param # working, receptive field, spatial budget, border note."""
+    st.markdown(f"**{explanation.title}**")
     st.code("\n".join(explanation.formula_lines), language=None, wrap_lines=True)
     st.markdown(
         f"**Param #:** {explanation.params_line}  \n"

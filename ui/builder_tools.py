@@ -12,7 +12,13 @@ from surgery.explain import check_answer
 from surgery.export import export_code
 from surgery.presets import PRESETS, get_preset
 from surgery.shapes import ShapeReport, format_shape
-from surgery.share import MAX_UPLOAD_BYTES, decode_spec, encode_spec, spec_from_upload
+from surgery.share import (
+    MAX_SHARE_CHARS,
+    MAX_UPLOAD_BYTES,
+    decode_spec,
+    encode_spec,
+    spec_from_upload,
+)
 from surgery.spec import SpecError
 from ui import builder_edit as edit
 from ui import state
@@ -56,10 +62,10 @@ def restore_from_link() -> None:
 
 
 def publish_link(report: ShapeReport) -> str | None:
-    """Keep the address bar's `?stack=` equal to the current stack."""
-    try:
-        text = encode_spec(report.spec)
-    except SpecError:
+    """Keep the address bar's `?stack=` equal to the current stack; a stack too
+    long for a link drops the parameter (the JSON file still carries it)."""
+    text = encode_spec(report.spec)
+    if len(text) > MAX_SHARE_CHARS:
         st.query_params.pop(LINK_PARAM, None)
         return None
     if st.query_params.get(LINK_PARAM) != text:
