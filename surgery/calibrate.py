@@ -13,6 +13,7 @@ A run already training on the same cores makes the estimate pessimistic.
 from __future__ import annotations
 
 import math
+import statistics
 import threading
 import time
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ CIFAR10_TEST = 10_000
 # Timed steps after the warm-up: at least MIN_STEPS, then up to MAX_STEPS or
 # MAX_SECONDS of them, so a big net at a big batch still answers in seconds.
 WARMUP_STEPS = 1
-MIN_STEPS = 2
+MIN_STEPS = 3
 MAX_STEPS = 40
 MAX_SECONDS = 1.5
 EVAL_IMAGES = 256
@@ -142,29 +143,36 @@ def _time_steps(
     batch_size: int,
     generator: torch.Generator,
 ) -> tuple[float, int]:
-    """Seconds per step over the timed steps, through the real batch pipeline."""
+    """The median seconds of one step, each step as train() takes it.
+
+    The median, not the mean: on a shared CPU a few steps stall for tens of
+    milliseconds while others wait for a core, and a short window's mean
+    swings with whichever stalls it happened to catch.
+    """
     device = next(model.parameters()).device
     data = _random_images(batch_size * (WARMUP_STEPS + MAX_STEPS), generator)
     loss_fn = nn.CrossEntropyLoss()
-    timed, began = 0, 0.0
+    seconds: list[float] = []
+    began = time.perf_counter()
     for index, (images, labels) in enumerate(
         batches(data, batch_size, seed=0, epoch=0, device=device)
     ):
-        if index == WARMUP_STEPS:
-            _sync(device)
-            began = time.perf_counter()
-        loss = loss_fn(model(images), labels)
+        start = time.perf_counter()
+        logits = model(images)
+        loss = loss_fn(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        # train() reads the loss and counts correct labels every step.
         loss.item()
-        if index >= WARMUP_STEPS:
-            timed += 1
-            elapsed = time.perf_counter() - began
-            if timed >= MIN_STEPS and elapsed > MAX_SECONDS:
-                break
-    _sync(device)
-    return (time.perf_counter() - began) / max(timed, 1), timed
+        int((logits.argmax(1) == labels).sum())
+        if index < WARMUP_STEPS:
+            began = time.perf_counter()
+            continue
+        seconds.append(time.perf_counter() - start)
+        if len(seconds) >= MIN_STEPS and time.perf_counter() - began > MAX_SECONDS:
+            break
+    return statistics.median(seconds), len(seconds)
 
 
 @torch.no_grad()
