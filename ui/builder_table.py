@@ -13,7 +13,6 @@ from surgery.spec import describe
 
 # st.table reads headers as Markdown, where a lone "#" would be an empty heading.
 NUMBER_HEADER = "\\#"
-NUMBER_COLUMNS = ["Param #", "Mult-Adds"]
 COLUMNS = ["#", "Block", "Layer", "Input Shape", "Output Shape", "Param #", "Mult-Adds"]
 FAILED = "✗ does not run"
 NOT_REACHED = "not reached"
@@ -158,8 +157,7 @@ def shape_frame(rows: list[dict]):
     def style(row: pd.Series) -> list[str]:
         return [STYLES.get(kinds[row.name], "")] * len(row)
 
-    styler = frame.style.apply(style, axis=1).hide(axis="index")
-    return styler.set_properties(subset=NUMBER_COLUMNS, **{"text-align": "right"})
+    return frame.style.apply(style, axis=1).hide(axis="index")
 
 
 def render_shape_table(report: ShapeReport, quiz: QuizView | None = None) -> None:
