@@ -7,13 +7,13 @@ import streamlit as st
 from surgery.calibrate import estimate_seconds
 from surgery.diff import diff_specs
 from surgery.presets import TUTORIAL_LENET
-from surgery.runs import RunManager, RunRecord, RunStore
+from surgery.runs import RunManager, RunRecord, RunStatus, RunStore
 from surgery.shapes import ShapeReport, trace
 from surgery.spec import Spec, SpecError, describe
 from surgery.stats import paired_difference
 from surgery.train import ConfigError, TrainConfig
 from ui import runs as ui_runs
-from ui.sidebar import device_choices, link_to, render_sidebar
+from ui.sidebar import device_choices, link_to
 from ui.state import current_spec
 
 IDS_KEY = "train_run_ids"
@@ -233,7 +233,7 @@ def render_comparison(candidate: RunRecord, baseline: RunRecord | None) -> None:
     mine, theirs = candidate.test_accuracy, baseline.test_accuracy
     left, right = st.columns(2)
     delta = None
-    if mine is not None and theirs is not None:
+    if candidate.status is RunStatus.DONE and baseline.status is RunStatus.DONE:
         delta = f"{mine - theirs:+.2f} points vs the baseline"
     left.metric(ui_runs.run_name(candidate), ui_runs.format_accuracy(mine), delta)
     right.metric(ui_runs.run_name(baseline), ui_runs.format_accuracy(theirs))
@@ -245,8 +245,9 @@ def render_noise_note(candidate: RunRecord, baseline: RunRecord) -> None:
     difference = paired_difference(
         [candidate.test_accuracy], [baseline.test_accuracy], "your stack", "baseline"
     )
+    sentence = difference.sentence[0].upper() + difference.sentence[1:]
     st.info(
-        f"{difference.sentence} Two runs that differ only in their seed often "
+        f"{sentence} Two runs that differ only in their seed often "
         "land a point or two apart, so a difference this size from one seed "
         "each is within the noise."
     )
@@ -265,6 +266,9 @@ def render_results(candidate: RunRecord, baseline: RunRecord | None) -> None:
     """The finished runs: accuracies, per-class bars, curves and details."""
     records = unique([candidate, baseline])
     st.subheader("Result")
+    st.caption(
+        f"{ui_runs.run_name(candidate)}: {ui_runs.settings_line(candidate.config)}"
+    )
     for record in records:
         ui_runs.render_status(record)
     render_comparison(candidate, baseline)
@@ -295,8 +299,7 @@ def render_runs(manager: RunManager, ids: dict | None) -> None:
 def main() -> None:
     st.set_page_config(page_title="ConvNet surgery — Train", layout="wide")
     init_state()
-    paths = render_sidebar()
-    manager = ui_runs.get_run_manager(paths)
+    manager = ui_runs.page_manager()
     st.title("Train")
     st.caption(
         "Train the stack from the Builder on CIFAR-10 and compare it with the "

@@ -8,9 +8,10 @@ from surgery.diff import diff_specs
 from surgery.runs import RunKind, RunManager, RunRecord, RunStatus, UnknownRunError
 from ui import charts
 from ui import runs as ui_runs
-from ui.sidebar import render_sidebar
 
 SELECTED_KEY = "runs_selected"
+TABLE_KEY = "runs_table"
+TABLE_IDS_KEY = "runs_table_ids"
 CONFIRM_KEY = "runs_confirm_delete"
 DEFAULTS = {
     "runs_status": [],
@@ -80,21 +81,39 @@ COLUMNS = {
 
 
 def render_table(records: list[RunRecord]) -> None:
+    """The runs; ticking rows selects them below (ids kept for the callback)."""
+    st.session_state[TABLE_IDS_KEY] = [r.id for r in records]
     st.dataframe(
         [table_row(r) for r in records],
         hide_index=True,
         column_config=COLUMNS,
         width="stretch",
+        key=TABLE_KEY,
+        on_select=select_rows,
+        selection_mode="multi-row",
     )
 
 
-@st.fragment(run_every=2)
-def live_table(manager: RunManager, ids: list[int]) -> None:
-    """The table redrawn every 2 seconds while some run is training."""
-    records = ui_runs.get_runs(manager.store, ids)
-    render_table(records)
-    if not any(r.active for r in records):
+def select_rows() -> None:
+    """Rows ticked in the table become the selection of the multiselect."""
+    rows = st.session_state[TABLE_KEY].selection.rows
+    ids = st.session_state[TABLE_IDS_KEY]
+    st.session_state[SELECTED_KEY] = [ids[i] for i in rows if i < len(ids)]
+
+
+@st.fragment(run_every=1)
+def live_progress(manager: RunManager, ids: list[int]) -> None:
+    """Progress of the runs still training, redrawn about once a second."""
+    records = [r for r in ui_runs.get_runs(manager.store, ids) if r.active]
+    if not records:
         st.rerun(scope="app")
+    st.subheader("Training now")
+    for record in records:
+        if record.status is RunStatus.RUNNING:
+            ui_runs.render_progress(record, manager, "runs")
+    queued = sum(r.status is RunStatus.QUEUED for r in records)
+    if queued:
+        st.caption(f"{queued} more run(s) waiting in the queue.")
 
 
 # ---------------------------------------------------------------- actions
@@ -122,9 +141,12 @@ def _option(record: RunRecord) -> str:
 
 def render_actions(manager: RunManager, selected: list[RunRecord]) -> None:
     stop, delete, _ = st.columns([1, 1, 4])
-    active = [r.id for r in selected if r.active]
+    active = [r for r in selected if r.active]
     stop.button(
-        "Stop selected", disabled=not active, on_click=stop_runs, args=(manager, active)
+        "Stop selected",
+        disabled=not active,
+        on_click=ui_runs.stop_runs,
+        args=(manager, active),
     )
     delete.button(
         "Delete selected…",
@@ -135,12 +157,6 @@ def render_actions(manager: RunManager, selected: list[RunRecord]) -> None:
     pending = st.session_state[CONFIRM_KEY]
     if pending:
         confirm_delete(manager, pending)
-
-
-def stop_runs(manager: RunManager, ids: list[int]) -> None:
-    for run_id in ids:
-        manager.stop(run_id)
-    st.toast(f"Stopping {len(ids)} run(s) after their current batch.")
 
 
 def ask_delete(ids: list[int]) -> None:
@@ -271,8 +287,7 @@ def render_seed_spread(manager: RunManager, selected: list[RunRecord]) -> None:
 def main() -> None:
     st.set_page_config(page_title="ConvNet surgery — Runs", layout="wide")
     init_state()
-    paths = render_sidebar()
-    manager = ui_runs.get_run_manager(paths)
+    manager = ui_runs.page_manager()
     st.title("Runs")
     st.caption("Every run of the Train and Experiments pages, newest first.")
 
@@ -283,10 +298,10 @@ def main() -> None:
     render_filters()
     records = [r for r in everything if matches(r)]
     st.caption(f"{len(records)} of {len(everything)} runs shown.")
-    if any(r.active for r in records):
-        live_table(manager, [r.id for r in records])
-    else:
-        render_table(records)
+    active = [r.id for r in everything if r.active]
+    if active:
+        live_progress(manager, active)
+    render_table(records)
 
     selected = render_selection(records)
     render_actions(manager, selected)

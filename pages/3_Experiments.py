@@ -24,7 +24,7 @@ from surgery.sweep import (
 from surgery.train import ConfigError, TrainConfig
 from ui import charts
 from ui import runs as ui_runs
-from ui.sidebar import device_choices, render_sidebar
+from ui.sidebar import device_choices
 from ui.state import current_spec
 
 GROUP_KEY = "exp_group"
@@ -192,8 +192,8 @@ def render_estimate(sweep: SweepSpec, manager: RunManager) -> bool:
         [
             {
                 "network": name,
-                "Param #": estimate.params_per_arch[name],
-                "Mult-Adds per image": estimate.mult_adds_per_arch[name],
+                "Param #": f"{estimate.params_per_arch[name]:,}",
+                "Mult-Adds per image": f"{estimate.mult_adds_per_arch[name]:,}",
             }
             for name in estimate.params_per_arch
         ],
@@ -308,9 +308,7 @@ def render_sweep_progress(manager: RunManager, records: list) -> None:
         if record.status.value == "running":
             ui_runs.render_progress(record, manager, "sweep")
     if active and st.button("Stop the sweep", key="sweep-stop"):
-        for record in active:
-            manager.stop(record.id)
-        st.toast(f"Stopping {len(active)} run(s).")
+        ui_runs.stop_runs(manager, active)
 
 
 def pick_reference(store: RunStore, group_id: str, points: list[PointSummary]) -> int:
@@ -375,7 +373,14 @@ def render_differences(points: list[PointSummary], reference: int) -> None:
             st.markdown(
                 f"- {point.label}: no finished seed in common with {base.label} yet."
             )
-    st.dataframe([summary_row(p) for p in points], hide_index=True)
+    st.dataframe(
+        [summary_row(p) for p in points],
+        hide_index=True,
+        column_config={
+            name: st.column_config.NumberColumn(format="%.2f")
+            for name in ("mean test accuracy (%)", "std")
+        },
+    )
 
 
 def summary_row(point: PointSummary) -> dict:
@@ -397,8 +402,7 @@ def summary_row(point: PointSummary) -> dict:
 def main() -> None:
     st.set_page_config(page_title="ConvNet surgery — Experiments", layout="wide")
     init_state()
-    paths = render_sidebar()
-    manager = ui_runs.get_run_manager(paths)
+    manager = ui_runs.page_manager()
     st.title("Experiments")
     st.caption(
         "One run says little: two runs that differ only in their seed land a "

@@ -11,10 +11,17 @@ import altair as alt
 import pandas as pd
 
 # Runs are told apart by colour; train and test by line style.
+RUN_COLOR = alt.Color(
+    "run:N",
+    title="run",
+    scale=alt.Scale(scheme="category10"),
+    legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=400),
+)
 SPLIT_DASH = alt.StrokeDash(
     "split:N",
     title="split",
     scale=alt.Scale(domain=["train", "test"], range=[[4, 3], [1, 0]]),
+    legend=alt.Legend(orient="bottom"),
 )
 
 
@@ -32,7 +39,7 @@ def loss_chart(losses: Mapping[str, Sequence[Sequence[float]]]) -> alt.Chart:
         .encode(
             x=alt.X("step:Q", title="step"),
             y=alt.Y("loss:Q", title="loss", scale=alt.Scale(zero=False)),
-            color=alt.Color("run:N", title="run"),
+            color=RUN_COLOR,
             tooltip=["run", "step", alt.Tooltip("loss:Q", format=".3f")],
         )
     )
@@ -53,7 +60,7 @@ def accuracy_chart(epochs: Mapping[str, Sequence[Mapping]]) -> alt.Chart:
         .encode(
             x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1)),
             y=alt.Y("accuracy:Q", title="accuracy (%)", scale=alt.Scale(zero=False)),
-            color=alt.Color("run:N", title="run"),
+            color=RUN_COLOR,
             strokeDash=SPLIT_DASH,
             tooltip=["run", "epoch", "split", alt.Tooltip("accuracy:Q", format=".2f")],
         )
@@ -78,7 +85,7 @@ def per_class_chart(per_class: Mapping[str, Mapping[str, float]]) -> alt.Chart:
             y=alt.Y(
                 "accuracy:Q", title="accuracy (%)", scale=alt.Scale(domain=[0, 100])
             ),
-            color=alt.Color("run:N", title="run"),
+            color=RUN_COLOR,
             tooltip=["run", "class", alt.Tooltip("accuracy:Q", format=".1f")],
         )
     )
@@ -175,7 +182,13 @@ ACCURACY = alt.Y("mean:Q", title="test accuracy (%)", scale=alt.Scale(zero=False
 
 def sweep_line_chart(points: Sequence, x_title: str, log_x: bool = True) -> alt.Chart:
     """Mean test accuracy against x, error bars of ± one std, every seed a dot."""
-    scale = alt.Scale(type="log" if log_x else "linear", zero=False)
+    xs = [p.x for p in points]
+    scale = alt.Scale(
+        type="log" if log_x else "linear",
+        domain=[min(xs), max(xs)],
+        nice=False,
+        padding=24,
+    )
     x = alt.X("x:Q", title=x_title, scale=scale)
     frame = _points_frame(points)
     line = (

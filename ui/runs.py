@@ -21,7 +21,7 @@ from surgery.spec import Spec
 from surgery.stats import seed_spread
 from surgery.train import ConfigError, TrainConfig
 from ui import charts
-from ui.sidebar import AppPaths
+from ui.sidebar import AppPaths, render_sidebar
 
 BASELINE_LABEL = "tutorial LeNet (baseline)"
 ENDED_BADLY = (RunStatus.FAILED, RunStatus.DIVERGED, RunStatus.INTERRUPTED)
@@ -35,6 +35,15 @@ def _cached_manager(runs_db: str, data_root: str) -> RunManager:
 def get_run_manager(paths: AppPaths) -> RunManager:
     """The one manager every session and tab of this server shares."""
     return _cached_manager(paths.runs_db, paths.data_root)
+
+
+def page_manager() -> RunManager:
+    """Draw the shared sidebar, with the queue, and return the manager."""
+    manager = get_run_manager(render_sidebar())
+    active = len(manager.active_ids())
+    if active:
+        st.sidebar.info(f"{active} run(s) queued or training on this server.")
+    return manager
 
 
 def keep_widget_state(defaults: dict) -> None:
@@ -190,8 +199,20 @@ def render_progress(record: RunRecord, manager: RunManager, key: str) -> None:
     bar, button = st.columns([6, 1], vertical_alignment="bottom")
     bar.progress(record.fraction, text=text)
     if record.active and button.button("Stop", key=f"{key}-stop-{record.id}"):
-        manager.stop(record.id)
-        st.toast(f"Stopping {name} after its current batch.")
+        stop_runs(manager, [record])
+
+
+def stop_runs(manager: RunManager, records: Sequence[RunRecord]) -> None:
+    """Stop runs this server trains; say which ones another process trains."""
+    stopped = [r for r in records if manager.stop(r.id)]
+    others = [run_name(r) for r in records if r not in stopped]
+    if stopped:
+        st.toast(f"Stopping {len(stopped)} run(s) after their current batch.")
+    if others:
+        st.toast(
+            f"{', '.join(others)}: trained by another process (the command line "
+            "or another server); stop it there."
+        )
 
 
 def render_status(record: RunRecord) -> None:

@@ -53,7 +53,7 @@ def device_choices() -> list[str]:
     return choices
 
 
-def render_sidebar(running: int | None = None) -> AppPaths:
+def render_sidebar() -> AppPaths:
     """Draw the shared sidebar and return the paths the page should use."""
     paths = app_paths()
     with st.sidebar:
@@ -63,8 +63,6 @@ def render_sidebar(running: int | None = None) -> AppPaths:
             f"**Run store:** `{Path(paths.runs_db)}`  \n"
             f"**Device (auto):** {device_label()}"
         )
-        if running:
-            st.info(f"{running} run(s) training in the background.")
         st.caption(
             f"Set {DATA_ENV} or {RUNS_DB_ENV} before starting the app to move them."
         )
