@@ -365,7 +365,7 @@ def _with(block: Block, **changes) -> Block:
     return type(block)(**{**block.__dict__, **changes})
 
 
-SIZES = [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (2, 5), (5, 3)]
+SIZES = [(1, 1), (2, 2), (3, 3), (4, 4), (2, 5), (5, 3)]
 POOLS = [
     Pool(kind, k, s, p, ceil)
     for kind, k, s, p, ceil in itertools.product(
@@ -416,8 +416,9 @@ def test_conv_grid_fails_exactly_when_pytorch_fails(size: tuple) -> None:
 
 
 def test_grid_has_failures_and_successes() -> None:
-    outcomes = {cpu_forward(b, (2, 3, 3)) is None for b in POOLS + CONVS}
-    assert outcomes == {True, False}
+    for blocks in (POOLS, CONVS):
+        outcomes = {cpu_forward(block, (2, 3, 3)) is None for block in blocks}
+        assert outcomes == {True, False}
 
 
 def test_failure_message_fallback_names_block_and_input() -> None:
