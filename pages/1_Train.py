@@ -63,7 +63,7 @@ def render_settings() -> None:
     first, second, third, fourth = st.columns(4)
     first.selectbox("optimizer", ["sgd", "adam"], key="train_optimizer")
     second.number_input(
-        "lr", min_value=1e-6, max_value=10.0, step=0.0005, format="%.5f", key="train_lr"
+        "lr", min_value=1e-6, max_value=10.0, step=0.0005, format="%g", key="train_lr"
     )
     third.number_input(
         "momentum",

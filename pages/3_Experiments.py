@@ -304,6 +304,13 @@ def render_sweep_progress(manager: RunManager, records: list) -> None:
     if ended:
         text += f", {ended} stopped, diverged or failed"
     st.progress(done / max(len(records), 1), text=text)
+    failed = [r for r in records if r.status in ui_runs.ENDED_BADLY]
+    if failed:
+        first = failed[-1]
+        st.error(
+            f"{len(failed)} run(s) ended without a result; "
+            f"{ui_runs.run_name(first)} {first.status.value}: {first.message}"
+        )
     for record in active:
         if record.status.value == "running":
             ui_runs.render_progress(record, manager, "sweep")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from surgery.model import build_model
 from surgery.presets import PRESETS, TUTORIAL_LENET
 from surgery.runs import RunManager, RunStatus, RunStore
 from surgery.spec import FC, Conv, Spec
-from surgery.train import ConfigError, TrainConfig
+from surgery.train import ConfigError, StepDone, TrainConfig
 from ui import charts
 from ui import runs as ui_runs
 
@@ -101,6 +102,13 @@ def chart_titles(at: AppTest) -> list[str]:
         title = json.loads(chart.proto.spec).get("title", "")
         titles.append(title["text"] if isinstance(title, dict) else title)
     return titles
+
+
+def flat_layers(spec: dict) -> list[dict]:
+    """The charts inside a (possibly nested) layered Vega-Lite spec."""
+    if "layer" not in spec:
+        return [spec]
+    return [leaf for layer in spec["layer"] for leaf in flat_layers(layer)]
 
 
 def texts(elements) -> str:
@@ -238,6 +246,43 @@ def test_the_url_brings_back_the_runs_after_a_reload(manager):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics[f"#{first.id} Padded LeNet"] == f"{first.test_accuracy:.2f}%"
     assert "No baseline run for these settings" in texts(at.caption)
+
+
+class Hold:
+    """A listener that holds the training thread at its first step until released."""
+
+    def __init__(self):
+        self.reached = threading.Event()
+        self.released = threading.Event()
+
+    def __call__(self, run_id: int, event) -> None:
+        if isinstance(event, StepDone) and not self.reached.is_set():
+            self.reached.set()
+            self.released.wait(WAIT)
+
+
+def test_live_view_shows_progress_and_stops_the_run(manager):
+    hold = Hold()
+    manager.add_listener(hold)
+    at = quick_settings(page(TRAIN))
+    button(at, "Train").click()
+    at.run()
+    assert hold.reached.wait(WAIT)
+    at.run()
+
+    run = manager.store.list_runs()[0]
+    bar = at.get("progress")[0].proto
+    assert bar.text.startswith(f"#{run.id} Tutorial LeNet (baseline): step 1/13")
+    assert "ETA" in bar.text
+    button(at, "Stop").click()
+    at.run()
+    hold.released.set()
+    wait_all(manager)
+    at.run()
+
+    record = manager.store.get(run.id)
+    assert record.status is RunStatus.STOPPED
+    assert f"#{run.id} Tutorial LeNet (baseline) was stopped" in texts(at.warning)
 
 
 def test_missing_data_shows_the_message_not_a_traceback(monkeypatch, tmp_path):
@@ -385,6 +430,34 @@ def test_custom_sweep_estimates_every_combination(manager):
 
     assert "4 runs (2 points × 2 seeds)" in texts(at.info)
     assert "Equal optimizer steps" in texts(at.caption)
+
+
+def test_custom_sweep_draws_batch_size_on_a_log_axis_with_a_noise_band(manager):
+    at = page(EXPERIMENTS)
+    at.radio(key="exp_mode").set_value("Custom sweep")
+    at.run()
+    at.text_input(key="sweep_batch_sizes").input("8, 16")
+    at.number_input(key="sweep_seeds").set_value(2)
+    at.number_input(key="sweep_epochs").set_value(1)
+    at.selectbox(key="sweep_device").set_value("cpu")
+    at.text_input(key="sweep_title").input("batch check")
+    at.run()
+    button(at, "Start").click()
+    at.run()
+    wait_all(manager)
+    at.run()
+
+    assert not at.exception
+    spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    assert spec["title"] == "Test accuracy vs batch_size"
+    layers = {layer["mark"]["type"]: layer for layer in flat_layers(spec)}
+    assert {"rect", "rule", "errorbar", "line", "circle"} <= set(layers)
+    x_scale = layers["line"]["encoding"]["x"]["scale"]
+    assert (x_scale["type"], x_scale["domain"]) == ("log", [8, 16])
+    assert "batch_size 16 minus batch_size 8" in texts(at.markdown)
+    assert "Grey band: batch_size 8 mean ± 2 standard deviations over 2 seeds" in (
+        texts(at.caption)
+    )
 
 
 # ---------------------------------------------------------------- helpers

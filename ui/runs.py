@@ -124,7 +124,7 @@ def get_runs(store: RunStore, ids: Iterable[int]) -> list[RunRecord]:
 
 
 def find_baseline(store: RunStore, config: TrainConfig) -> RunRecord | None:
-    """A finished tutorial-LeNet run with `config`, else one still queued or training."""
+    """A finished tutorial-LeNet run with `config`, else one queued or training."""
     done = store.find_done(TUTORIAL_LENET, config)
     if done is not None:
         return done
