@@ -2,7 +2,8 @@
 
 PyTorch's own forward pass on the meta device is the judge, so a check allocates no
 real memory and leaves the global random state alone. torchinfo supplies the
-Param # and Mult-Adds columns.
+Param # and Mult-Adds columns. Each block's result is kept for its input shape, so
+tracing a stack again costs only the blocks whose input changed.
 """
 
 from __future__ import annotations
@@ -146,12 +147,21 @@ class _Step:
     mult_adds: int
 
 
-# The app re-traces the whole stack on every edit; all blocks before the edited one
-# see the same input again, so their meta forward pass and summary are reused.
-@functools.lru_cache(maxsize=4096)
 def _step(block: Block, in_shape: Shape) -> _Step | None:
     """PyTorch's forward pass of the block on meta, counted by torchinfo; None
     when the block's fields break a rule or PyTorch refuses the input."""
+    try:
+        hash(block)
+    except TypeError:
+        # A field holds a list or a dict; block_problem names it.
+        return None
+    return _cached_step(block, in_shape)
+
+
+# The app re-traces the whole stack on every edit; all blocks before the edited one
+# see the same input again, so their meta forward pass and summary are reused.
+@functools.lru_cache(maxsize=4096)
+def _cached_step(block: Block, in_shape: Shape) -> _Step | None:
     if block_problem(block, 0) is not None:
         return None
     try:
