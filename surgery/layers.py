@@ -83,7 +83,9 @@ def _make_pool(block: Pool) -> nn.Module:
 
 def layer_name(block: Block, number: int) -> str:
     """Module names such as conv1, pool2, relu3, fc1: the words PyTorch users use."""
-    prefix = block.fn.value if isinstance(block, Act) else block.type
+    prefix = block.type
+    if isinstance(block, Act):
+        prefix = block.fn.value if isinstance(block.fn, Activation) else "act"
     if isinstance(block, BatchNorm):
         prefix = "bn"
     return f"{prefix}{number}"

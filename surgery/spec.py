@@ -145,6 +145,14 @@ class Spec:
     num_classes: int = 10
     blocks: tuple[Block, ...] = field(default_factory=tuple)
 
+    def __post_init__(self) -> None:
+        # Lists from code or widgets become tuples, so equal specs compare and
+        # hash equal; other values are left for structure_problem to report.
+        if isinstance(self.input, list):
+            object.__setattr__(self, "input", tuple(self.input))
+        if isinstance(self.blocks, list):
+            object.__setattr__(self, "blocks", tuple(self.blocks))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "input": list(self.input),
@@ -168,7 +176,8 @@ def block_to_dict(block: Block) -> dict[str, Any]:
 
 
 def describe(block: Block) -> str:
-    """A short label such as 'conv 6 k5' or 'pool max 2'."""
+    """A short label such as 'conv 6 k5' or 'pool max 2'; any field value, even one
+    that breaks its rule, is shown as it is."""
     if isinstance(block, Pad):
         return f"pad {block.padding}"
     if isinstance(block, Conv):
@@ -180,19 +189,29 @@ def describe(block: Block) -> str:
         dil = f" d{block.dilation}" if block.dilation != 1 else ""
         return f"conv {block.out_channels} k{block.kernel_size}{extra}{dil}"
     if isinstance(block, Act):
-        return block.fn.value
+        return _label(block.fn)
     if isinstance(block, Pool):
-        stride = (
-            "" if block.stride in (None, block.kernel_size) else f" s{block.stride}"
-        )
-        pad = f" p{block.padding}" if block.padding else ""
-        ceil = " ceil" if block.ceil_mode else ""
-        return f"pool {block.kind.value} {block.kernel_size}{stride}{pad}{ceil}"
+        return _describe_pool(block)
     if isinstance(block, FC):
         return f"fc {block.out_features}"
     if isinstance(block, Dropout):
-        return f"dropout {block.p:g}"
+        return f"dropout {_label(block.p)}"
     return "batchnorm"
+
+
+def _describe_pool(block: Pool) -> str:
+    stride = "" if block.stride in (None, block.kernel_size) else f" s{block.stride}"
+    pad = f" p{block.padding}" if block.padding else ""
+    ceil = " ceil" if block.ceil_mode is True else ""
+    return f"pool {_label(block.kind)} {block.kernel_size}{stride}{pad}{ceil}"
+
+
+def _label(value: Any) -> str:
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
 
 
 # ---------------------------------------------------------------- parsing
@@ -245,7 +264,8 @@ def _parse_field(cls: type, name: str, value: Any, where: str, index: int) -> An
     if name == "ceil_mode":
         if not isinstance(value, bool):
             raise SpecError(
-                f"{where}: ceil_mode {_show(value)} is not a boolean; use true or false",
+                f"{where}: ceil_mode {_show(value)} is not a boolean; "
+                "use true or false",
                 index,
                 name,
             )
@@ -274,7 +294,8 @@ def _parse_enum(enum: type[Enum], value: Any, name: str, where: str, index: int)
         return value
     if value not in allowed:
         raise SpecError(
-            f"{where}: {name} {_show(value)} is not allowed; use one of {', '.join(allowed)}",
+            f"{where}: {name} {_show(value)} is not allowed; "
+            f"use one of {', '.join(allowed)}",
             index,
             name,
         )
@@ -304,7 +325,8 @@ def parse_block(data: Any, index: int) -> Block:
     if unknown:
         allowed = ", ".join(known) if known else "no fields besides type"
         raise SpecError(
-            f"{where}: field {_show(unknown[0])} is unknown; {type_name} takes {allowed}",
+            f"{where}: field {_show(unknown[0])} is unknown; "
+            f"{type_name} takes {allowed}",
             index,
             unknown[0],
         )

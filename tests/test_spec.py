@@ -633,3 +633,22 @@ def test_tutorial_lenet_json_matches_the_tutorial_net() -> None:
         "fc",
         "act",
     ] * 2 + ["fc"]
+
+
+def test_lists_become_tuples_so_equal_specs_are_equal() -> None:
+    made = Spec(input=[1, 28, 28], num_classes=10, blocks=[Conv(4, 3), FC(10)])
+    assert made == Spec((1, 28, 28), 10, (Conv(4, 3), FC(10)))
+    assert hash(made) == hash(Spec((1, 28, 28), 10, (Conv(4, 3), FC(10))))
+
+
+@pytest.mark.parametrize(
+    ("block", "label"),
+    [
+        (Dropout("0.5"), "dropout 0.5"),
+        (Act("swish"), "swish"),
+        (Pool("min"), "pool min 2"),
+    ],
+    ids=["dropout-string", "act-unknown", "pool-unknown"],
+)
+def test_describe_shows_a_broken_field_as_it_is(block, label: str) -> None:
+    assert describe(block) == label
