@@ -12,6 +12,7 @@ from ui import runs as ui_runs
 SELECTED_KEY = "runs_selected"
 TABLE_KEY = "runs_table"
 TABLE_IDS_KEY = "runs_table_ids"
+COMPARE_PARAM = "compare"
 CONFIRM_KEY = "runs_confirm_delete"
 DEFAULTS = {
     "runs_status": [],
@@ -22,8 +23,23 @@ DEFAULTS = {
 
 
 def init_state() -> None:
+    if SELECTED_KEY not in st.session_state:
+        st.session_state[SELECTED_KEY] = ids_from_url()
     ui_runs.keep_widget_state(DEFAULTS)
     st.session_state.setdefault(CONFIRM_KEY, None)
+
+
+def ids_from_url() -> list[int]:
+    """The runs named in the link, '?compare=3,7', so a comparison can be shared."""
+    text = st.query_params.get(COMPARE_PARAM, "")
+    return [int(part) for part in text.split(",") if part.strip().isdigit()]
+
+
+def ids_to_url(ids: list[int]) -> None:
+    if ids:
+        st.query_params[COMPARE_PARAM] = ",".join(str(i) for i in ids)
+    else:
+        st.query_params.pop(COMPARE_PARAM, None)
 
 
 # ---------------------------------------------------------------- the table
@@ -131,6 +147,7 @@ def render_selection(records: list[RunRecord]) -> list[RunRecord]:
         format_func=lambda i: _option(by_id[i]),
         key=SELECTED_KEY,
     )
+    ids_to_url(st.session_state[SELECTED_KEY])
     return [by_id[i] for i in st.session_state[SELECTED_KEY]]
 
 
@@ -233,9 +250,9 @@ def render_difference_matrix(finished: list[RunRecord]) -> None:
     """Run b's confusion minus run a's, for any two of the finished runs."""
     names = {r.id: ui_runs.run_name(r) for r in finished}
     left, right = st.columns(2)
-    a = left.selectbox("a", list(names), format_func=names.get, key="runs_diff_a")
+    a = left.selectbox("run a", list(names), format_func=names.get, key="runs_diff_a")
     others = [i for i in names if i != a]
-    b = right.selectbox("b", others, format_func=names.get, key="runs_diff_b")
+    b = right.selectbox("run b", others, format_func=names.get, key="runs_diff_b")
     ra = next(r for r in finished if r.id == a)
     rb = next(r for r in finished if r.id == b)
     title = f"{names[b]} minus {names[a]}"

@@ -331,6 +331,20 @@ def test_runs_page_compares_two_finished_runs(manager):
     assert list(spread["mean"]) == pytest.approx([a.test_accuracy, b.test_accuracy])
 
 
+def test_a_comparison_link_selects_its_runs(manager):
+    a = train_done(manager, TUTORIAL_LENET, label="baseline")
+    b = train_done(manager, PADDED, label="padded")
+    at = AppTest.from_file(RUNS, default_timeout=TIMEOUT)
+    at.query_params["compare"] = f"{a.id},{b.id},999"
+    at.run()
+
+    assert at.multiselect(key="runs_selected").value == [a.id, b.id]
+    assert f"#{b.id} padded minus #{a.id} baseline" in chart_titles(at)
+    at.multiselect(key="runs_selected").set_value([b.id])
+    at.run()
+    assert at.query_params["compare"] == str(b.id)
+
+
 def test_runs_page_groups_seeds_into_a_spread(manager):
     runs = [train_done(manager, TUTORIAL_LENET, seed=s, label="lenet") for s in (0, 1)]
     at = page(RUNS)

@@ -103,12 +103,20 @@ def _matrix_frame(matrix: Sequence[Sequence[float]], classes: Sequence[str]):
 
 
 def _heatmap(frame: pd.DataFrame, title: str, color: alt.Color, classes) -> alt.Chart:
+    axis = alt.Axis(labelOverlap=False)
     base = alt.Chart(frame).encode(
-        x=alt.X("predicted:N", title="predicted class", sort=list(classes)),
-        y=alt.Y("true:N", title="true class", sort=list(classes)),
+        x=alt.X("predicted:N", title="predicted class", sort=list(classes), axis=axis),
+        y=alt.Y("true:N", title="true class", sort=list(classes), axis=axis),
     )
     cells = base.mark_rect().encode(color=color, tooltip=["true", "predicted", "count"])
-    text = base.mark_text(fontSize=10).encode(text="count:Q")
+    # Dark cells get white numbers, so every count stays readable.
+    dark = frame["count"].abs().max() / 2 if len(frame) else 0
+    text = base.mark_text(fontSize=10).encode(
+        text="count:Q",
+        color=alt.condition(
+            f"abs(datum.count) > {dark}", alt.value("white"), alt.value("black")
+        ),
+    )
     return (cells + text).properties(title=title, width=360, height=360)
 
 
@@ -210,10 +218,12 @@ def sweep_bar_chart(points: Sequence, x_title: str) -> alt.Chart:
     x = alt.X("point:N", title=x_title, sort=None, axis=alt.Axis(labelAngle=0))
     y = alt.Y("mean:Q", title="test accuracy (%)")
     bars = alt.Chart(frame).mark_bar(opacity=0.8).encode(x=x, y=y, tooltip=TOOLTIP)
+    # A rule and two short ticks: errorbar's own ticks would span the whole bar.
+    whisker = alt.Chart(frame).encode(x=x)
     whiskers = (
-        alt.Chart(frame)
-        .mark_errorbar(ticks=True)
-        .encode(x=x, y=alt.Y("low:Q", title="test accuracy (%)"), y2="high:Q")
+        whisker.mark_rule(color="black").encode(y="low:Q", y2="high:Q")
+        + whisker.mark_tick(color="black", size=16, thickness=1.5).encode(y="low:Q")
+        + whisker.mark_tick(color="black", size=16, thickness=1.5).encode(y="high:Q")
     )
     seeds = alt.Chart(_seeds_frame(points)).mark_circle(color="black", opacity=0.5)
     seeds = seeds.encode(x=x, y="accuracy:Q", tooltip=["point", "accuracy"])
