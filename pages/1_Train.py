@@ -121,6 +121,32 @@ def render_estimate(spec: Spec, config: TrainConfig, manager: RunManager) -> Non
     )
 
 
+def offer_earlier_run(
+    store: RunStore, spec: Spec, config: TrainConfig, shown: dict | None
+) -> None:
+    """Point at a finished run of this exact stack and settings, if not shown."""
+    earlier = store.find_done(spec, config)
+    if earlier is None or earlier.id == (shown or {}).get("candidate"):
+        return
+    accuracy = ui_runs.format_accuracy(earlier.test_accuracy)
+    note, show = st.columns([5, 1], vertical_alignment="center")
+    note.caption(
+        f"Run #{earlier.id} already trained this stack with these settings "
+        f"({accuracy}); the same seed gives the same result on the CPU."
+    )
+    show.button(
+        "Show it",
+        key="train_show_earlier",
+        on_click=show_earlier,
+        args=(store, earlier),
+    )
+
+
+def show_earlier(store: RunStore, earlier: RunRecord) -> None:
+    baseline = ui_runs.find_baseline(store, earlier.config)
+    remember({"candidate": earlier.id, "baseline": baseline and baseline.id})
+
+
 # ---------------------------------------------------------------- starting
 
 
@@ -318,8 +344,15 @@ def main() -> None:
     ready = report.ok and config is not None
     if ready:
         render_estimate(spec, config, manager)
-    if st.button("Train", type="primary", disabled=not ready):
-        on_train(manager, spec)
+    if ready:
+        offer_earlier_run(manager.store, spec, config, recall(manager.store))
+    st.button(
+        "Train",
+        type="primary",
+        disabled=not ready,
+        on_click=on_train,
+        args=(manager, spec),
+    )
     if st.session_state[ERROR_KEY]:
         st.error(st.session_state[ERROR_KEY])
 

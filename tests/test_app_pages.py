@@ -215,6 +215,24 @@ def test_a_finished_baseline_is_reused(manager):
     assert at.session_state["train_run_ids"]["baseline"] == done.id
 
 
+def test_an_identical_finished_run_is_offered(manager):
+    earlier = train_done(manager, PADDED, seed=0, label="Padded LeNet")
+    newest = train_done(manager, PADDED, seed=1, label="Padded LeNet")
+    at = quick_settings(page(TRAIN, PADDED))
+    at.selectbox(key="train_device").set_value("cpu")
+    at.run()
+
+    assert f"#{newest.id} Padded LeNet" in [m.label for m in at.metric]
+    assert f"Run #{earlier.id} already trained this stack" in texts(at.caption)
+    button(at, "Show it").click()
+    at.run()
+
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics[f"#{earlier.id} Padded LeNet"] == f"{earlier.test_accuracy:.2f}%"
+    assert "already trained" not in texts(at.caption)
+    assert len(manager.store.list_runs()) == 2
+
+
 def test_a_run_survives_reruns_and_new_sessions(manager):
     at = quick_settings(page(TRAIN, PADDED))
     button(at, "Train").click()

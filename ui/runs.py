@@ -128,10 +128,10 @@ def find_baseline(store: RunStore, config: TrainConfig) -> RunRecord | None:
     done = store.find_done(TUTORIAL_LENET, config)
     if done is not None:
         return done
-    for record in store.list_runs():
-        same = record.spec == TUTORIAL_LENET and record.config == config
-        if same and record.active:
-            return record
+    for status in (RunStatus.RUNNING, RunStatus.QUEUED):
+        for record in store.list_runs(status=status):
+            if record.spec == TUTORIAL_LENET and record.config == config:
+                return record
     return None
 
 
