@@ -7,7 +7,7 @@ import math
 import streamlit as st
 
 from surgery.presets import PRESETS, TUTORIAL_LENET
-from surgery.runs import RunManager, RunStore
+from surgery.runs import RunManager, RunStatus, RunStore
 from surgery.shapes import trace
 from surgery.spec import SpecError
 from surgery.stats import noise_band
@@ -257,7 +257,11 @@ def choose_group(store: RunStore) -> str | None:
     titles = {g["id"]: f"{g['title'] or 'sweep'} · {g['id']}" for g in groups}
     if st.session_state[GROUP_KEY] not in titles:
         st.session_state[GROUP_KEY] = groups[0]["id"]
-    return st.selectbox("Sweep", list(titles), format_func=titles.get, key=GROUP_KEY)
+    group_id = st.selectbox(
+        "Sweep", list(titles), format_func=titles.get, key=GROUP_KEY
+    )
+    st.query_params["sweep"] = group_id
+    return group_id
 
 
 def render_results(manager: RunManager) -> None:
@@ -297,7 +301,7 @@ def draw_results(manager: RunManager, group_id: str) -> None:
 
 def render_sweep_progress(manager: RunManager, records: list) -> None:
     """Runs done out of all, the run training now, and a Stop button."""
-    done = sum(r.status.value == "done" for r in records)
+    done = sum(r.status is RunStatus.DONE for r in records)
     active = [r for r in records if r.active]
     ended = len(records) - done - len(active)
     text = f"{done} of {len(records)} runs done"
@@ -312,7 +316,7 @@ def render_sweep_progress(manager: RunManager, records: list) -> None:
             f"{ui_runs.run_name(first)} {first.status.value}: {first.message}"
         )
     for record in active:
-        if record.status.value == "running":
+        if record.status is RunStatus.RUNNING:
             ui_runs.render_progress(record, manager, "sweep")
     if active and st.button("Stop the sweep", key="sweep-stop"):
         ui_runs.stop_runs(manager, active)
