@@ -147,6 +147,22 @@ def test_empty_store_says_what_to_do(manager):
     assert "No sweep yet" in texts(experiments.caption)
 
 
+@pytest.mark.parametrize("path", PAGES.values(), ids=PAGES.keys())
+def test_an_unreadable_store_is_a_message(monkeypatch, tmp_path, path):
+    # A directory where the database file should be: SQLite cannot open it.
+    db = tmp_path / "runs.sqlite"
+    db.mkdir()
+    monkeypatch.setenv("SURGERY_RUNS_DB", str(db))
+    monkeypatch.setattr(
+        surgery_runs, "get_manager", lambda *a, **kw: RunManager(RunStore(db), None)
+    )
+    ui_runs._cached_manager.clear()
+    at = page(path)
+
+    assert not at.exception
+    assert f"The run store {db} cannot be opened" in texts(at.error)
+
+
 # ---------------------------------------------------------------- Train
 
 

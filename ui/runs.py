@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ from surgery.spec import Spec
 from surgery.stats import seed_spread
 from surgery.train import ConfigError, TrainConfig
 from ui import charts
-from ui.sidebar import AppPaths, render_sidebar
+from ui.sidebar import RUNS_DB_ENV, AppPaths, render_sidebar
 
 BASELINE_LABEL = "tutorial LeNet (baseline)"
 ENDED_BADLY = (RunStatus.FAILED, RunStatus.DIVERGED, RunStatus.INTERRUPTED)
@@ -39,7 +40,16 @@ def get_run_manager(paths: AppPaths) -> RunManager:
 
 def page_manager() -> RunManager:
     """Draw the shared sidebar, with the queue, and return the manager."""
-    manager = get_run_manager(render_sidebar())
+    paths = render_sidebar()
+    try:
+        manager = get_run_manager(paths)
+    # The store's own messages name the file and the fix (schema, permissions).
+    except (OSError, RuntimeError, sqlite3.Error) as error:
+        st.error(
+            f"The run store {paths.runs_db} cannot be opened: {error}. Set "
+            f"{RUNS_DB_ENV} to another file, or fix the one named."
+        )
+        st.stop()
     active = len(manager.active_ids())
     if active:
         st.sidebar.info(f"{active} run(s) queued or training on this server.")
