@@ -135,10 +135,17 @@ def live_progress(manager: RunManager, ids: list[int]) -> None:
 # ---------------------------------------------------------------- actions
 
 
-def render_selection(records: list[RunRecord]) -> list[RunRecord]:
-    """The multiselect of runs to act on or compare; returns the chosen records."""
-    by_id = {r.id: r for r in records}
-    kept = [i for i in st.session_state[SELECTED_KEY] if i in by_id]
+def render_selection(
+    shown: list[RunRecord], everything: list[RunRecord]
+) -> list[RunRecord]:
+    """The multiselect of runs to act on or compare; returns the chosen records.
+
+    The options are the runs the filters show plus those already chosen, so a
+    new filter does not drop a choice; deleted runs leave the selection.
+    """
+    exists = {r.id: r for r in everything}
+    kept = [i for i in st.session_state[SELECTED_KEY] if i in exists]
+    by_id = {i: exists[i] for i in kept} | {r.id: r for r in shown}
     if kept != st.session_state[SELECTED_KEY]:
         st.session_state[SELECTED_KEY] = kept
     st.multiselect(
@@ -320,7 +327,7 @@ def main() -> None:
         live_progress(manager, active)
     render_table(records)
 
-    selected = render_selection(records)
+    selected = render_selection(records, everything)
     render_actions(manager, selected)
     if len(selected) >= 2:
         render_comparison(manager, selected)

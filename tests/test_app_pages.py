@@ -393,13 +393,15 @@ def test_runs_page_groups_seeds_into_a_spread(manager):
 
 
 def test_runs_page_filters_by_status_and_text(manager):
-    train_done(manager, TUTORIAL_LENET, label="lenet")
+    lenet = train_done(manager, TUTORIAL_LENET, label="lenet")
     train_done(manager, PADDED, label="padded")
     at = page(RUNS)
 
+    at.multiselect(key="runs_selected").set_value([lenet.id])
     at.text_input(key="runs_text").input("padd")
     at.run()
     assert list(at.dataframe[0].value["label"]) == ["padded"]
+    assert at.multiselect(key="runs_selected").value == [lenet.id]
     at.text_input(key="runs_text").input("")
     at.multiselect(key="runs_status").set_value(["failed"])
     at.run()
