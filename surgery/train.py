@@ -282,7 +282,7 @@ def train(
     emit(TrainStarted(loop.total_steps(), str(device), report.total_params))
     with training_threads(config.batch_size, device):
         status, message = loop.run()
-    return loop.result(status, message, data.test)
+        return loop.result(status, message, data.test)
 
 
 def _check_size(report: ShapeReport, config: TrainConfig) -> None:
