@@ -321,6 +321,8 @@ class _Loop:
         self.model, self.optimizer, self.config = model, optimizer, config
         self.data, self.device, self.emit, self.stop = data, device, emit, stop
         self.loss_fn = nn.CrossEntropyLoss()
+        # Set when a batchnorm sees one value per channel: a last batch of one
+        # image is skipped, since PyTorch cannot normalise it in training.
         self.skip_single = False
         self.step = 0
         self.images = 0
@@ -412,7 +414,6 @@ class _Loop:
             epoch=epoch,
             device=self.device,
         ):
-            # A batchnorm that sees one value per channel cannot train on one image.
             if self.skip_single and len(labels) == 1:
                 continue
             yield images, labels
