@@ -114,10 +114,11 @@ def run_summary(result) -> tuple:
     return (result.losses, epochs, result.per_class, result.confusion)
 
 
-def test_same_seed_gives_the_same_run(data: Cifar10) -> None:
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_same_seed_gives_the_same_run(data: Cifar10, optimizer: str) -> None:
     spec = Spec(input=(3, 8, 8), blocks=(Conv(8, 3), RELU, Dropout(0.3), FC(10)))
-    first = train(spec, config(seed=5, epochs=2), data)
-    again = train(spec, config(seed=5, epochs=2), data)
+    first = train(spec, config(seed=5, epochs=2, optimizer=optimizer), data)
+    again = train(spec, config(seed=5, epochs=2, optimizer=optimizer), data)
     assert run_summary(first) == run_summary(again)
     assert all(
         torch.equal(a, b) for a, b in zip(weights(first.model), weights(again.model))
