@@ -1,7 +1,7 @@
 """Shape validation: every block's output shape, Param # and Mult-Adds.
 
-PyTorch's own forward pass is the judge, on the meta device or on an empty batch,
-so a check allocates no real memory and leaves the global random state alone.
+PyTorch's own forward pass on the meta device is the judge, so a check allocates
+no real memory and leaves the global random state alone.
 torchinfo supplies the Param # and Mult-Adds columns. Each block's result is kept
 for its input shape, so tracing a stack again costs only the blocks whose input
 changed.
@@ -27,11 +27,8 @@ from .layers import Shape, layer_name, make_layer
 from .spec import (
     FC,
     INT_RANGES,
-    Act,
     Block,
     Conv,
-    Dropout,
-    Pad,
     Pool,
     Spec,
     block_problem,
@@ -168,14 +165,13 @@ def _step(block: Block, in_shape: Shape) -> _Step | None:
 def _cached_step(block: Block, in_shape: Shape) -> _Step | None:
     if block_problem(block, 0) is not None:
         return None
-    device, batch = _where_to_run(block)
     try:
-        layer = make_layer(block, in_shape, device=device)
+        layer = make_layer(block, in_shape, device="meta")
     except (RuntimeError, ValueError):
         return None
-    images = torch.empty(batch, *in_shape, device=device)
+    images = torch.empty(CHECK_BATCH, *in_shape, device="meta")
     try:
-        summary = torchinfo.summary(layer, input_data=images, device=device, verbose=0)
+        summary = torchinfo.summary(layer, input_data=images, device="meta", verbose=0)
     except RuntimeError as exc:
         # torchinfo wraps the forward pass's own error; anything else is a bug.
         if isinstance(exc.__cause__, (RuntimeError, ValueError, IndexError)):
@@ -185,21 +181,8 @@ def _cached_step(block: Block, in_shape: Shape) -> _Step | None:
     return _Step(
         output_shape=tuple(info.output_size[1:]),
         params=info.num_params,
-        mult_adds=info.macs // max(batch, 1),
+        mult_adds=info.macs // CHECK_BATCH,
     )
-
-
-def _where_to_run(block: Block) -> tuple[str, int]:
-    """The device and batch size for a block's check.
-
-    On meta, activations run through Python kernels, up to 7 times slower than the
-    CPU's; a block without parameters runs on the CPU on an empty batch, which
-    takes no memory. Blocks with weights stay on meta (on the CPU, a small fc
-    measured slower there, not faster, on a busy machine).
-    """
-    if isinstance(block, (Pad, Act, Pool, Dropout)):
-        return "cpu", 0
-    return "meta", CHECK_BATCH
 
 
 def _block_error(block: Block, in_shape: Shape, index: int) -> BlockError:
