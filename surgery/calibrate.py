@@ -25,7 +25,13 @@ from .data import CIFAR10_CLASSES, ImageSet, batches
 from .model import build_model
 from .runs import canonical_spec
 from .spec import Spec
-from .train import OptimizerName, TrainConfig, make_optimizer, resolve_device
+from .train import (
+    OptimizerName,
+    TrainConfig,
+    make_optimizer,
+    resolve_device,
+    training_threads,
+)
 
 CIFAR10_TRAIN = 50_000
 CIFAR10_TEST = 10_000
@@ -102,8 +108,10 @@ def _measure(
     model = _private_model(spec, device, generator)
     config = TrainConfig(optimizer=optimizer, batch_size=batch_size)
     optimizer_ = make_optimizer(model, config)
-    step_seconds, timed = _time_steps(model, optimizer_, batch_size, generator)
-    eval_seconds = _time_eval(model, generator)
+    # The same thread count as the run itself, or small batches look 10x slower.
+    with training_threads(batch_size, device):
+        step_seconds, timed = _time_steps(model, optimizer_, batch_size, generator)
+        eval_seconds = _time_eval(model, generator)
     return Calibration(step_seconds, eval_seconds, timed, str(device))
 
 
