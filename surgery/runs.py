@@ -354,7 +354,7 @@ class RunStore:
             Path(record.weights_path).unlink(missing_ok=True)
 
     def delete_group(self, group_id: str) -> int:
-        """Remove every run of a sweep, their weights and the sweep; returns the count."""
+        """Remove a sweep with its runs and their weights; returns the run count."""
         records = self.list_runs(group_id=group_id)
         for record in records:
             self.delete(record.id)
@@ -569,7 +569,7 @@ _LIVE_OWNERS: set[str] = set()
 
 
 def _process_start(pid: int) -> str:
-    """The process's start time in clock ticks (Linux), so a reused pid is told apart."""
+    """The process's start time in clock ticks (Linux): tells a reused pid apart."""
     try:
         with open(f"/proc/{pid}/stat") as handle:
             return handle.read().rsplit(")", 1)[1].split()[19]
@@ -663,7 +663,8 @@ class RunManager:
     ):
         if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
             raise ConfigError(
-                f"max_concurrent {max_concurrent!r} is not a whole number; use 1 or more"
+                f"max_concurrent {max_concurrent!r} is not a whole number; "
+                "use 1 or more"
             )
         if max_concurrent < 1:
             raise ConfigError(
