@@ -1,16 +1,18 @@
-"""The command line: tables, JSON, exit codes and messages, training on fake data."""
+"""The command line: tables, JSON, exit codes and messages, training on fake data.
+
+Training runs on `fake_pickled` (tests/conftest.py): 30 train and 20 test images
+in torchvision's pickled layout, so batch 8 makes 4 steps per epoch.
+"""
 
 from __future__ import annotations
 
 import json
-import pickle
 import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -66,32 +68,6 @@ def write_spec(tmp_path: Path, data: object) -> str:
     path = tmp_path / "spec.json"
     path.write_text(json.dumps(data))
     return str(path)
-
-
-def write_fake_cifar(root: Path, per_class: int = 1, test_per_class: int = 2) -> Path:
-    """A tiny CIFAR-10 in torchvision's pickled layout under root/cifar-10-batches-py."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    generator = np.random.default_rng(0)
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    for name in names:
-        count = test_per_class if name == "test_batch" else per_class
-        labels = [label for label in range(10) for _ in range(count)]
-        batch = {
-            "batch_label": name,
-            "labels": labels,
-            "data": generator.integers(0, 256, (len(labels), 3072), dtype=np.uint8),
-            "filenames": [f"{name}_{i}.png" for i in range(len(labels))],
-        }
-        (folder / name).write_bytes(pickle.dumps(batch))
-    meta = {"label_names": list(CIFAR10_CLASSES), "num_vis": 3072}
-    (folder / "batches.meta").write_bytes(pickle.dumps(meta))
-    return root
-
-
-@pytest.fixture
-def fake_data(tmp_path: Path) -> Path:
-    return write_fake_cifar(tmp_path / "data")
 
 
 # ---------------------------------------------------------------- shapes
@@ -290,6 +266,11 @@ def test_bad_arguments_exit_2(capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
+def test_help_exits_0(capsys):
+    assert main(["shapes", "--help"]) == 0
+    assert "Mult-Adds" in capsys.readouterr().out
+
+
 def test_shapes_as_subprocess():
     completed = subprocess.run(
         [
@@ -344,15 +325,15 @@ EPOCH_LINE = re.compile(
 )
 
 
-def test_train_json_on_fake_data(fake_data, capsys):
-    code = main([*TRAIN, "--data", str(fake_data), "--json"])
+def test_train_json_on_fake_data(fake_pickled, capsys):
+    code = main([*TRAIN, "--data", str(fake_pickled.root), "--json"])
 
     lines = capsys.readouterr().out.splitlines()
     result = json.loads(lines[-1])
     assert code == 0
-    assert [EPOCH_LINE.match(line).groups() for line in lines[:-1]] == [("1", "1", "7")]
+    assert [EPOCH_LINE.match(line).groups() for line in lines[:-1]] == [("1", "1", "4")]
     assert result["status"] == "done"
-    assert result["steps"] == 7
+    assert result["steps"] == 4
     assert 0 <= result["test_accuracy"] <= 100
     assert list(result["per_class"]) == list(CIFAR10_CLASSES)
     assert result["seconds"] > 0
@@ -361,34 +342,36 @@ def test_train_json_on_fake_data(fake_data, capsys):
     assert result["spec"] == PRESETS["tutorial-lenet"].spec.to_dict()
     assert result["config"]["batch_size"] == 8
     assert result["config"]["optimizer"] == "sgd"
+    assert f"test_acc {result['epochs'][0]['test_accuracy']:.2f}%" in lines[0]
+    assert f"train_loss {result['epochs'][0]['train_loss']:.4f}" in lines[0]
 
 
-def test_train_one_line_per_epoch_and_summary(fake_data, capsys):
-    code = main([*TRAIN[:4], "2", *TRAIN[5:], "--data", str(fake_data)])
+def test_train_one_line_per_epoch_and_summary(fake_pickled, capsys):
+    code = main([*TRAIN[:4], "2", *TRAIN[5:], "--data", str(fake_pickled.root)])
 
     out = capsys.readouterr().out
     epochs = [m.groups() for m in map(EPOCH_LINE.match, out.splitlines()) if m]
     assert code == 0
-    assert epochs == [("1", "2", "7"), ("2", "2", "14")]
+    assert epochs == [("1", "2", "4"), ("2", "2", "8")]
     assert "done: trained 2 epochs" in out
     assert re.search(r"^test accuracy \d+\.\d\d%$", out, re.MULTILINE)
     assert re.search(r"^  airplane\s+\d+\.\d\d%$", out, re.MULTILINE)
     assert re.search(
-        r"^seconds [\d.]+  images/s \d+  steps 14  device cpu$", out, re.MULTILINE
+        r"^seconds [\d.]+  images/s \d+  steps 8  device cpu$", out, re.MULTILINE
     )
 
 
-def test_train_same_seed_same_result(fake_data, capsys):
+def test_train_same_seed_same_result(fake_pickled, capsys):
     results = []
     for _ in range(2):
-        main([*TRAIN, "--data", str(fake_data), "--json", "--seed", "3"])
+        main([*TRAIN, "--data", str(fake_pickled.root), "--json", "--seed", "3"])
         results.append(json.loads(capsys.readouterr().out.splitlines()[-1]))
 
     assert results[0]["losses"] == results[1]["losses"]
     assert results[0]["confusion"] == results[1]["confusion"]
 
 
-def test_train_ctrl_c_stops_and_reports(fake_data, capsys, monkeypatch):
+def test_train_ctrl_c_stops_and_reports(fake_pickled, capsys, monkeypatch):
     real_train = cli.train
 
     def train_then_interrupt(spec, config, data, on_event, should_stop):
@@ -402,7 +385,7 @@ def test_train_ctrl_c_stops_and_reports(fake_data, capsys, monkeypatch):
     monkeypatch.setattr(cli, "train", train_then_interrupt)
     handler = signal.getsignal(signal.SIGINT)
 
-    code = main([*TRAIN, "--data", str(fake_data), "--json"])
+    code = main([*TRAIN, "--data", str(fake_pickled.root), "--json"])
 
     captured = capsys.readouterr()
     result = json.loads(captured.out.splitlines()[-1])
