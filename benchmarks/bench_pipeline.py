@@ -217,7 +217,8 @@ def main() -> None:
     ratio = speeds["surgery.train"] / speeds["tutorial"]
     verdict = "met" if ratio >= TARGET_RATIO else "MISSED"
     print(
-        f"surgery.train / tutorial: {ratio:.2f}x (target >= {TARGET_RATIO:g}x: {verdict})"
+        f"surgery.train / tutorial: {ratio:.2f}x "
+        f"(target >= {TARGET_RATIO:g}x: {verdict})"
     )
 
 
