@@ -71,7 +71,6 @@ from .train import (
     TrainStarted,
     evaluate,
     resolve_device,
-    train,
 )
 
 __all__ = [
@@ -155,5 +154,4 @@ __all__ = [
     "suggest_fixes",
     "sweep_summary",
     "trace",
-    "train",
 ]
