@@ -47,6 +47,7 @@ from .train import (
 )
 
 SCHEMA_VERSION = 1
+STOPPING_MESSAGE = "stopping after the current batch, then testing what it learned"
 # Progress is written at most this often (plus at every epoch), whatever the speed.
 PROGRESS_SECONDS = 1.0
 # Loss points stored per run; train reports about 200, this is the hard cap.
@@ -119,8 +120,19 @@ class RunRecord:
         return self.status.active
 
     @property
+    def scored(self) -> bool:
+        """True when the run has a final result worth showing (not a NaN model)."""
+        return self.result is not None and self.status is not RunStatus.DIVERGED
+
+    @property
     def test_accuracy(self) -> float | None:
-        """The final test accuracy, else the last epoch's, else None."""
+        """The final test accuracy, else the last epoch's, else None.
+
+        None for a diverged run: a model with NaN weights predicts one class, and
+        its 10% says nothing about the stack.
+        """
+        if self.status is RunStatus.DIVERGED:
+            return None
         if self.result is not None:
             return self.result["test_accuracy"]
         if self.epochs:
@@ -727,6 +739,9 @@ class RunManager:
                 self.store.finish(
                     run_id, RunStatus.STOPPED, "stopped before it started"
                 )
+            else:
+                # The final test pass takes seconds; say why the run still runs.
+                self.store.set_message(run_id, STOPPING_MESSAGE)
         if queued:
             self._end(job)
         return True

@@ -154,6 +154,22 @@ def test_stop_ends_a_running_run_within_one_batch(manager):
     assert record.weights_path is not None
 
 
+def test_a_stop_request_says_so_until_the_run_ends(manager):
+    gate = Gate()
+    manager.add_listener(gate)
+    run_id = manager.submit(TINY, config(batch_size=4, epochs=50))
+    assert gate.reached.wait(WAIT)
+
+    manager.stop(run_id)
+    stopping = manager.store.get(run_id)
+    gate.opened.set()
+    ended = manager.wait(run_id, WAIT)
+
+    assert stopping.status is RunStatus.RUNNING
+    assert stopping.message == runs.STOPPING_MESSAGE
+    assert ended.message == f"stopped at step {ended.step}"
+
+
 def test_runs_queue_behind_the_concurrency_limit(manager):
     gate = Gate()
     manager.add_listener(gate)
@@ -196,6 +212,8 @@ def test_a_diverging_run_is_marked_diverged_with_step_and_lr(manager):
     assert record.message.startswith("loss became ")
     assert f"at step {record.step} with lr 10;" in record.message
     assert record.weights_path is None
+    assert record.result is not None
+    assert (record.test_accuracy, record.scored) == (None, False)
 
 
 def test_a_run_that_raises_is_marked_failed_with_one_line(db, tmp_path):
