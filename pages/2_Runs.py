@@ -225,7 +225,7 @@ def render_comparison(manager: RunManager, selected: list[RunRecord]) -> None:
     """Curves, per-class accuracy, confusion matrices, stack diffs, seed spread."""
     st.header("Comparison")
     ui_runs.render_curves(selected)
-    finished = [r for r in selected if r.result]
+    finished = [r for r in selected if r.scored]
     if finished:
         ui_runs.render_per_class(finished)
         render_confusions(finished)

@@ -58,7 +58,7 @@ def accuracy_chart(epochs: Mapping[str, Sequence[Mapping]]) -> alt.Chart:
         alt.Chart(frame, title="Accuracy after each epoch (%)")
         .mark_line(point=True)
         .encode(
-            x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1)),
+            x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1, format="d")),
             y=alt.Y("accuracy:Q", title="accuracy (%)", scale=alt.Scale(zero=False)),
             color=RUN_COLOR,
             strokeDash=SPLIT_DASH,

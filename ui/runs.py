@@ -101,8 +101,9 @@ def settings_line(config: TrainConfig) -> str:
         optimizer += f" lr {config.lr:g} momentum {config.momentum:g}"
     else:
         optimizer += f" lr {config.lr:g}"
+    epochs = "1 epoch" if config.epochs == 1 else f"{config.epochs} epochs"
     return (
-        f"{optimizer}, batch_size {config.batch_size}, {config.epochs} epochs, "
+        f"{optimizer}, batch_size {config.batch_size}, {epochs}, "
         f"seed {config.seed}, device {config.device}"
     )
 
@@ -197,19 +198,24 @@ def _seed(record: RunRecord) -> int:
 def render_progress(record: RunRecord, manager: RunManager, key: str) -> None:
     """A progress bar with step/total and ETA, and a Stop button while active."""
     name = run_name(record)
-    if record.status is RunStatus.QUEUED:
-        text = f"{name}: waiting in the queue"
-    elif record.total_steps:
-        text = (
-            f"{name}: step {record.step:,}/{record.total_steps:,} · "
-            f"ETA {format_seconds(record.eta_seconds)}"
-        )
-    else:
-        text = f"{name}: {record.message or 'starting'}"
     bar, button = st.columns([6, 1], vertical_alignment="bottom")
-    bar.progress(record.fraction, text=text)
+    bar.progress(record.fraction, text=f"{name}: {progress_text(record)}")
     if record.active and button.button("Stop", key=f"{key}-stop-{record.id}"):
         stop_runs(manager, [record])
+
+
+def progress_text(record: RunRecord) -> str:
+    """'step 120/782 · ETA 25 s', or what the run does when no step counts."""
+    steps = f"step {record.step:,}/{record.total_steps:,}"
+    if record.status is RunStatus.QUEUED:
+        return "waiting in the queue"
+    if not record.total_steps:
+        return record.message or "starting"
+    if record.message:
+        return f"{record.message} ({steps})"
+    if record.step >= record.total_steps:
+        return f"{steps} · testing on the test images"
+    return f"{steps} · ETA {format_seconds(record.eta_seconds)}"
 
 
 def stop_runs(manager: RunManager, records: Sequence[RunRecord]) -> None:
@@ -255,7 +261,7 @@ def render_curves(records: Sequence[RunRecord]) -> None:
 
 
 def render_per_class(records: Sequence[RunRecord]) -> None:
-    per_class = {run_name(r): r.result["per_class"] for r in records if r.result}
+    per_class = {run_name(r): r.result["per_class"] for r in records if r.scored}
     if per_class:
         st.altair_chart(charts.per_class_chart(per_class), width="stretch")
 
