@@ -63,7 +63,7 @@ def render_settings() -> None:
     first, second, third, fourth = st.columns(4)
     first.selectbox("optimizer", ["sgd", "adam"], key="train_optimizer")
     second.number_input(
-        "lr", min_value=1e-6, max_value=10.0, step=0.0005, format="%g", key="train_lr"
+        "lr", min_value=1e-7, max_value=10.0, step=0.0005, format="%g", key="train_lr"
     )
     third.number_input(
         "momentum",
@@ -322,10 +322,33 @@ def render_runs(manager: RunManager, ids: dict | None) -> None:
         render_results(candidate, baseline)
 
 
+def restore_settings(store: RunStore) -> None:
+    """A new session opened on a run's link starts from that run's settings."""
+    ids = _ids_from_url()
+    found = ui_runs.get_runs(store, [ids["candidate"]]) if ids else []
+    if not found:
+        return
+    config = found[0].config
+    values = {
+        "train_optimizer": config.optimizer.value,
+        "train_lr": config.lr,
+        "train_momentum": config.momentum,
+        "train_batch_size": config.batch_size,
+        "train_epochs": config.epochs,
+        "train_seed": config.seed,
+    }
+    if config.device in device_choices():
+        values["train_device"] = config.device
+    st.session_state.update(values)
+
+
 def main() -> None:
     st.set_page_config(page_title="ConvNet surgery — Train", layout="wide")
+    new_session = IDS_KEY not in st.session_state
     init_state()
     manager = ui_runs.page_manager()
+    if new_session:
+        restore_settings(manager.store)
     st.title("Train")
     st.caption(
         "Train the stack from the Builder on CIFAR-10 and compare it with the "

@@ -6,6 +6,7 @@ number the pages show is checked against the store it came from.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import threading
@@ -541,3 +542,71 @@ def test_difference_matrix_is_b_minus_a():
 )
 def test_format_seconds(seconds, text):
     assert ui_runs.format_seconds(seconds) == text
+
+
+def record_like(base, **changes):
+    return dataclasses.replace(base, **changes)
+
+
+@pytest.mark.parametrize(
+    ("changes", "text"),
+    [
+        ({"status": RunStatus.QUEUED}, "waiting in the queue"),
+        ({"total_steps": 0, "message": "loading CIFAR-10"}, "loading CIFAR-10"),
+        (
+            {"message": surgery_runs.STOPPING_MESSAGE},
+            f"{surgery_runs.STOPPING_MESSAGE} (step 13/13)",
+        ),
+        ({"message": ""}, "step 13/13 · testing on the test images"),
+        ({"message": "", "step": 5}, "step 5/13 · ETA"),
+    ],
+    ids=["queued", "loading", "stopping", "testing", "training"],
+)
+def test_progress_text_says_what_the_run_is_doing(manager, changes, text):
+    done = train_done(manager, TUTORIAL_LENET)
+    running = record_like(done, status=RunStatus.RUNNING, step=13, total_steps=13)
+
+    assert ui_runs.progress_text(record_like(running, **changes)).startswith(text)
+
+
+@pytest.mark.parametrize(
+    ("epochs", "words"), [(1, "1 epoch,"), (3, "3 epochs,")], ids=["one", "three"]
+)
+def test_settings_line_counts_epochs(epochs, words):
+    assert words in ui_runs.settings_line(TrainConfig(epochs=epochs))
+
+
+def test_accuracy_chart_labels_epochs_as_whole_numbers():
+    done = [{"epoch": 1, "train_accuracy": 11.0, "test_accuracy": 12.0}]
+    spec = charts.accuracy_chart({"#1": done}).to_dict()
+
+    assert spec["encoding"]["x"]["axis"]["format"] == "d"
+
+
+def test_a_diverged_run_shows_no_accuracy(manager):
+    done = train_done(manager, TUTORIAL_LENET)
+    run_id = manager.store.create(TUTORIAL_LENET, done.config.__class__(lr=9.0))
+    message = "loss became nan at step 3 with lr 9; lower the learning rate"
+    manager.store.finish(run_id, RunStatus.DIVERGED, message, done.result)
+
+    at = AppTest.from_file(TRAIN, default_timeout=TIMEOUT)
+    at.query_params["run"] = str(run_id)
+    at.run()
+
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics[f"#{run_id} single"] == "—"
+    assert f"#{run_id} single diverged: {message}" in texts(at.error)
+    assert "Test accuracy per class (%)" not in chart_titles(at)
+
+
+def test_a_run_link_in_a_new_session_brings_back_its_settings(manager):
+    run = train_done(manager, PADDED, seed=7, label="Padded LeNet")
+
+    at = AppTest.from_file(TRAIN, default_timeout=TIMEOUT)
+    at.query_params["run"] = str(run.id)
+    at.run()
+
+    assert at.number_input(key="train_batch_size").value == 16
+    assert at.number_input(key="train_epochs").value == 1
+    assert at.number_input(key="train_seed").value == 7
+    assert at.selectbox(key="train_device").value == "cpu"
