@@ -610,3 +610,14 @@ def test_a_run_link_in_a_new_session_brings_back_its_settings(manager):
     assert at.number_input(key="train_epochs").value == 1
     assert at.number_input(key="train_seed").value == 7
     assert at.selectbox(key="train_device").value == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("points", "scale"),
+    [([[1, 2.3], [2, 1.9]], {"zero": False}), ([[1, 2.3], [2, 3e22]], {"type": "log"})],
+    ids=["normal", "blown-up"],
+)
+def test_loss_chart_goes_log_when_a_run_blows_up(points, scale):
+    spec = charts.loss_chart({"#1": points}).to_dict()
+
+    assert spec["encoding"]["y"]["scale"] == scale

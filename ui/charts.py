@@ -24,6 +24,9 @@ SPLIT_DASH = alt.StrokeDash(
     legend=alt.Legend(orient="bottom"),
 )
 
+# Loss curves spanning more than this factor are drawn on a log axis.
+LOG_LOSS_RATIO = 1000
+
 
 def loss_chart(losses: Mapping[str, Sequence[Sequence[float]]]) -> alt.Chart:
     """Training loss against step, one line per run (label -> [[step, loss], ...])."""
@@ -38,11 +41,19 @@ def loss_chart(losses: Mapping[str, Sequence[Sequence[float]]]) -> alt.Chart:
         .mark_line()
         .encode(
             x=alt.X("step:Q", title="step"),
-            y=alt.Y("loss:Q", title="loss", scale=alt.Scale(zero=False)),
+            y=alt.Y("loss:Q", title="loss", scale=loss_scale(frame["loss"])),
             color=RUN_COLOR,
             tooltip=["run", "step", alt.Tooltip("loss:Q", format=".3f")],
         )
     )
+
+
+def loss_scale(losses: pd.Series) -> alt.Scale:
+    """Linear, or log when one run blew up: a loss of 1e20 flattens every other."""
+    positive = losses[losses > 0]
+    if len(positive) and positive.max() > LOG_LOSS_RATIO * positive.min():
+        return alt.Scale(type="log")
+    return alt.Scale(zero=False)
 
 
 def accuracy_chart(epochs: Mapping[str, Sequence[Mapping]]) -> alt.Chart:
