@@ -169,6 +169,15 @@ def test_stack_edit_changes_spec_and_table(app: AppTest, edit, expected):
     assert len(ids(app)) == len(blocks) == len(set(ids(app)))
 
 
+def test_insert_closes_its_popover(app: AppTest):
+    # Left open, the popover covers the shape table through later edits.
+    conv1 = ids(app)[0]
+    app.session_state[f"ins_{conv1}"] = True
+    _insert(app, 1, "pad", 0)
+    assert spec(app).blocks[0].type == "pad"
+    assert app.session_state[f"ins_{conv1}"] is False
+
+
 def test_widgets_follow_a_moved_block(app: AppTest):
     conv2 = ids(app)[3]
     set_field(app, 4, "out_channels", 20)

@@ -387,7 +387,11 @@ def _action(label: str, key: str, callback, args: tuple, disabled=False) -> None
 
 
 def _insert_popover(block_id: int) -> None:
-    with st.popover("Insert…", type="tertiary", key=f"ins_{block_id}"):
+    # Tracked ("rerun") so that an insert can close it: left open, it would
+    # cover the shape table and follow the block through later edits.
+    with st.popover(
+        "Insert…", type="tertiary", key=edit.insert_key(block_id), on_change="rerun"
+    ):
         type_key = field_key(block_id, "new_type")
         st.selectbox("Block type", BLOCK_TYPES, key=type_key)
         for offset, label in ((0, "Insert above"), (1, "Insert below")):

@@ -48,6 +48,11 @@ def field_key(block_id: int, name: str) -> str:
     return f"b{block_id}_{name}"
 
 
+def insert_key(block_id: int) -> str:
+    """The key of a block's "Insert…" popover; False in it closes the popover."""
+    return f"ins_{block_id}"
+
+
 # ---------------------------------------------------------------- committing
 
 
@@ -85,6 +90,8 @@ def insert_block(block_id: int | None, offset: int, type_name: str) -> None:
 
 def insert_from_widget(block_id: int | None, offset: int, type_key: str) -> None:
     insert_block(block_id, offset, st.session_state[type_key])
+    if block_id is not None:
+        st.session_state[insert_key(block_id)] = False
 
 
 def duplicate_block(block_id: int) -> None:
