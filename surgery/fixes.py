@@ -59,6 +59,8 @@ class _Candidate:
     anchor: int
     # Whether it edits a block before the failing one.
     upstream: bool = False
+    # The new value of the edited field, for a field edit.
+    value: object = None
 
 
 # ---------------------------------------------------------------- quick check
@@ -132,6 +134,7 @@ def _field_family(
             label.format(value=value),
             _with(spec, index, replace(block, **{field: value})),
             index,
+            value=value,
         )
         for value in values
     ]
@@ -270,14 +273,30 @@ def _families(spec: Spec, index: int, structural: bool) -> Iterator[list[_Candid
 def _pick(family: list[_Candidate]) -> tuple[_Candidate, int | None] | None:
     """The first candidate that makes the stack valid, else the one whose first
     error lies furthest past its anchor; None if none gets past it."""
-    best, best_error = None, None
+    best, best_error, passed = None, None, None
     for candidate in family:
         error = quick_error(candidate.spec)
         if error is None:
-            return candidate, None
+            return _say_why_further(candidate, passed), None
+        if error > candidate.anchor and passed is None:
+            passed = (candidate, error)
         if error > candidate.anchor and (best_error is None or error > best_error):
             best, best_error = candidate, error
     return (best, best_error) if best is not None else None
+
+
+def _say_why_further(
+    candidate: _Candidate, passed: tuple[_Candidate, int] | None
+) -> _Candidate:
+    """Name the later block that rules out a milder value, which the failing
+    block's own message suggests ("lower kernel_size to 13 (14 would break
+    pool2)"), so the label and the message do not seem to disagree."""
+    if passed is None or passed[0].value is None:
+        return candidate
+    milder, error = passed
+    name = block_names(milder.spec.blocks)[error - 1]
+    label = f"{candidate.label} ({milder.value} would break {name})"
+    return replace(candidate, label=label)
 
 
 def suggest_fixes(spec: Spec, report: ShapeReport | None = None) -> list[Fix]:

@@ -94,8 +94,8 @@ def test_fixes_are_unique_deterministic_and_all_full_or_all_partial(spec):
         (
             "conv-kernel",
             [
-                "lower kernel_size to 13",
-                "set padding to 4",
+                "lower kernel_size to 13 (14 would break pool2)",
+                "set padding to 4 (3 would break pool2)",
                 "remove this conv",
                 "remove pool1 (block 3)",
             ],
@@ -103,9 +103,9 @@ def test_fixes_are_unique_deterministic_and_all_full_or_all_partial(spec):
         (
             "dilated",
             [
-                "lower kernel_size to 3",
-                "set padding to 6",
-                "lower dilation to 5",
+                "lower kernel_size to 3 (4 would break conv2)",
+                "set padding to 6 (1 would break conv2)",
+                "lower dilation to 5 (7 would break conv2)",
                 "remove this conv",
             ],
         ),
@@ -178,11 +178,31 @@ def test_labels_pinned(name, labels):
 def test_fix_edits_only_what_the_label_says():
     fixes = {fix.label: fix.spec for fix in suggest_fixes(BROKEN["conv-kernel"])}
 
-    assert fixes["lower kernel_size to 13"].blocks[3] == Conv(16, 13)
-    assert fixes["set padding to 4"].blocks[3] == Conv(16, 20, padding=4)
+    assert fixes["lower kernel_size to 13 (14 would break pool2)"].blocks[3] == Conv(
+        16, 13
+    )
+    assert fixes["set padding to 4 (3 would break pool2)"].blocks[3] == Conv(
+        16, 20, padding=4
+    )
     assert fixes["remove this conv"].blocks == (*B[:3], *B[4:])
     moved = suggest_fixes(BROKEN["conv-after-fc"])[0].spec
     assert moved.blocks == (*B[:6], Conv(8, 3), *B[6:])
+
+
+def test_label_names_the_block_that_rules_out_the_value_in_the_message():
+    # The message gives the limit for the failing block alone (14, padding 3);
+    # pool2 then gets a 1x1 map, so the fixes go one step further and say why.
+    spec = BROKEN["conv-kernel"]
+    message = trace(spec).error.message
+    assert "lower kernel_size to 14 or set padding to 3" in message
+    for conv in (Conv(16, 14), Conv(16, 20, padding=3)):
+        milder = spec.replace_blocks([*B[:3], conv, *B[4:]])
+        assert trace(milder).error.index == 6
+    labels = [fix.label for fix in suggest_fixes(spec)]
+    assert labels[:2] == [
+        "lower kernel_size to 13 (14 would break pool2)",
+        "set padding to 4 (3 would break pool2)",
+    ]
 
 
 @pytest.mark.parametrize("name", PRESETS)
