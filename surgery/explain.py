@@ -478,7 +478,7 @@ def flatten_derivation(report: ShapeReport) -> str | None:
     for row in report.rows[: first_fc - 1]:
         if row.output_shape[1:] != row.input_shape[1:]:
             sizes.append(_size(row.output_shape))
-    return f"{' -> '.join(sizes)}, so {c} x {h} x {w} = {report.flatten}"
+    return f"{' -> '.join(sizes)}, so {c} x {h} x {w} = {report.flatten:,}"
 
 
 def _size(shape: Shape) -> str:

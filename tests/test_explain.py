@@ -412,15 +412,20 @@ def test_budget_matches_pools_pytorch_accepts(shape, sentence):
             "32 -> 36 -> 32 -> 16 -> 12 -> 6, so 16 x 6 x 6 = 576",
         ),
         (ZOO["non-square"], "32x48 -> 34x50 -> 15x23 -> 7x11, so 6 x 7 x 11 = 462"),
-        (Spec(blocks=(RELU, FC(10))), "32, so 3 x 32 x 32 = 3072"),
+        (Spec(blocks=(RELU, FC(10))), "32, so 3 x 32 x 32 = 3,072"),
+        (
+            Spec(input=(3, 512, 512), blocks=(Conv(1024, 5), FC(10))),
+            "512 -> 508, so 1024 x 508 x 508 = 264,257,536",
+        ),
     ],
-    ids=["tutorial", "padded", "non-square", "no-resize"],
+    ids=["tutorial", "padded", "non-square", "no-resize", "large-count"],
 )
 def test_flatten_derivation(spec, text):
-    fc1 = build_model(spec).fc1
+    in_features = build_model(spec, device="meta").fc1.in_features
 
     assert flatten_derivation(trace(spec)) == text
-    assert text.endswith(f"= {fc1.in_features}")
+    # Counts carry thousands separators, as in the status line and the table.
+    assert text.endswith(f"= {in_features:,}")
 
 
 def test_flatten_derivation_none_before_any_fc():
