@@ -202,3 +202,11 @@ def test_break_and_fix_padded_lenet(app_url: str, browser) -> None:
     assert "does not run" not in table_text(browser)
     assert not browser.find_elements(By.CSS_SELECTOR, ".st-key-fix_0")
     screenshot(browser, "4-fixed")
+
+
+
+def test_sidebar_names_the_builder(app_url: str, browser) -> None:
+    browser.get(app_url)
+    wait_for_text(browser, "Valid stack")
+    nav = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNav"] a')
+    assert [link.text for link in nav] == ["Builder", "Train", "Runs", "Experiments"]
