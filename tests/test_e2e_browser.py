@@ -210,3 +210,17 @@ def test_sidebar_names_the_builder(app_url: str, browser) -> None:
     wait_for_text(browser, "Valid stack")
     nav = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNav"] a')
     assert [link.text for link in nav] == ["Builder", "Train", "Runs", "Experiments"]
+
+
+def test_toolbar_labels_fit_on_one_line(app_url: str, browser) -> None:
+    # A laptop-sized window, where the toolbar's columns are narrowest.
+    browser.set_window_size(1400, 1000)
+    browser.get(app_url)
+    wait_for_text(browser, "Valid stack")
+
+    # A label that wraps ("num_clas / ses") is taller than a one-line one.
+    one_line = browser.find_element(By.CSS_SELECTOR, ".st-key-in_channels label")
+    num_classes = browser.find_element(By.CSS_SELECTOR, ".st-key-num_classes label")
+    assert num_classes.size["height"] == one_line.size["height"]
+    screenshot(browser, "5-toolbar")
+    browser.set_window_size(1600, 2400)

@@ -59,7 +59,7 @@ def traced(spec: Spec) -> ShapeReport:
 
 def render_toolbar() -> None:
     """Preset picker, input shape and num_classes, undo/redo."""
-    presets, shape, history = st.columns([5, 5, 3], vertical_alignment="top")
+    presets, shape, history = st.columns([4, 6, 3], vertical_alignment="top")
     with presets:
         _preset_picker()
     with shape:
@@ -90,7 +90,8 @@ def _input_fields() -> None:
     s_low, s_high = INPUT_RANGES["size"]
     ranges = ((c_low, c_high), (s_low, s_high), (s_low, s_high))
     labels = ("Input C", "Input H", "Input W")
-    columns = st.columns(4)
+    # num_classes gets the widest column, so its label stays on one line.
+    columns = st.columns([1, 1, 1, 1.4])
     for column, key, label, (low, high) in zip(
         columns, edit.INPUT_KEYS, labels, ranges
     ):
