@@ -204,7 +204,6 @@ def test_break_and_fix_padded_lenet(app_url: str, browser) -> None:
     screenshot(browser, "4-fixed")
 
 
-
 def test_sidebar_names_the_builder(app_url: str, browser) -> None:
     browser.get(app_url)
     wait_for_text(browser, "Valid stack")
@@ -219,8 +218,12 @@ def test_toolbar_labels_fit_on_one_line(app_url: str, browser) -> None:
     wait_for_text(browser, "Valid stack")
 
     # A label that wraps ("num_clas / ses") is taller than a one-line one.
-    one_line = browser.find_element(By.CSS_SELECTOR, ".st-key-in_channels label")
-    num_classes = browser.find_element(By.CSS_SELECTOR, ".st-key-num_classes label")
+    one_line, num_classes = (
+        WebDriverWait(browser, WAIT_S).until(
+            lambda d, key=key: d.find_element(By.CSS_SELECTOR, f".st-key-{key} label")
+        )
+        for key in ("in_channels", "num_classes")
+    )
     assert num_classes.size["height"] == one_line.size["height"]
     screenshot(browser, "5-toolbar")
     browser.set_window_size(1600, 2400)
