@@ -203,6 +203,22 @@ def test_num_classes_also_sets_the_last_fc(app: AppTest):
     assert table_row(app, "fc 100")["Output Shape"] == "100"
 
 
+def test_stack_too_large_to_train_is_flagged(app: AppTest):
+    # 16 x 125 x 125 = 250,000 features into fc1's 120: 30 million params;
+    # fc1 with 512 out_features has 250,000 x 512 + 512 = 128,000,512, and
+    # with conv1 456, conv2 2,416, fc2 43,092 and fc3 850: 128,047,326.
+    app.number_input(key="in_height").set_value(512).run()
+    app.number_input(key="in_width").set_value(512).run()
+    assert not app.warning
+    set_field(app, 7, "out_features", 512)
+
+    assert trace(spec(app)).total_params == 128_047_326
+    assert "Valid stack" in app.success[0].value
+    assert app.warning[0].value.startswith(
+        "128,047,326 params is more than the 50,000,000 that Train accepts"
+    )
+
+
 def test_input_shape_edit_flows_through(app: AppTest):
     app.number_input(key="in_height").set_value(28).run()
     app.number_input(key="in_width").set_value(28).run()

@@ -14,6 +14,7 @@ from surgery.explain import explain_block, explain_failure, flatten_derivation
 from surgery.fixes import suggest_fixes
 from surgery.presets import PRESETS
 from surgery.shapes import ShapeReport, ShapeRow, format_shape, trace
+from surgery.train import MAX_PARAMS
 from surgery.spec import (
     FC,
     INPUT_RANGES,
@@ -152,6 +153,7 @@ def render_status(report: ShapeReport, quiz: bool) -> None:
             if report.flatten is not None:
                 text += f", the first fc takes {report.flatten:,} features"
         st.success(text + ".")
+        _size_warning(report)
         return
     message = report.error.message
     st.error(
@@ -159,6 +161,18 @@ def render_status(report: ShapeReport, quiz: bool) -> None:
         icon=":material/error:",
     )
     _recovery_buttons()
+
+
+def _size_warning(report: ShapeReport) -> None:
+    """A valid stack can still be too large for the Train page to accept."""
+    if report.total_params <= MAX_PARAMS:
+        return
+    st.warning(
+        f"{report.total_params:,} params is more than the {MAX_PARAMS:,} that "
+        "Train accepts; lower out_channels or out_features (the first fc takes "
+        f"{report.flatten or 0:,} features) to train it.",
+        icon=":material/warning:",
+    )
 
 
 def _recovery_buttons() -> None:
