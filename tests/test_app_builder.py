@@ -400,6 +400,10 @@ def test_bad_share_link_warns_and_keeps_the_default(link: str):
     at = start({"stack": link})
     assert spec(at) == TUTORIAL_LENET
     assert at.warning[0].value.startswith("The share link could not be opened")
+    # The damaged link stays in the address bar until the first edit.
+    assert at.query_params["stack"] == link
+    set_field(at, 1, "out_channels", 8)
+    assert decode_spec(at.query_params["stack"]) == spec(at)
 
 
 def _publish_a_huge_stack() -> None:

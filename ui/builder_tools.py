@@ -27,6 +27,7 @@ from ui.builder_table import QuizView
 
 LINK_PARAM = "stack"
 LINK_READ_KEY = "builder_link_read"
+BAD_LINK_KEY = "builder_bad_link"
 QUIZ_ON_KEY = "quiz_on"
 QUIZ_BLOCK_KEY = "quiz_block"
 QUIZ_RESULT_KEY = "quiz_result"
@@ -50,9 +51,11 @@ def restore_from_link() -> None:
     try:
         spec = decode_spec(text)
     except SpecError as exc:
+        st.session_state[BAD_LINK_KEY] = True
         edit.notify(
             "warning",
-            "The share link could not be opened, so the default stack is shown. "
+            "The share link could not be opened, so the default stack is shown; "
+            "the address bar keeps the link until you edit. "
             + _sentence(exc, "share link: "),
         )
         return
@@ -65,6 +68,9 @@ def publish_link(report: ShapeReport) -> str | None:
     """Keep the address bar's `?stack=` equal to the current stack; a stack too
     long for a link drops the parameter (the JSON file still carries it)."""
     text = encode_spec(report.spec)
+    if st.session_state.get(BAD_LINK_KEY) and not state.undo_steps():
+        # Leave a damaged link where the user can still see and copy it.
+        return text
     if len(text) > MAX_SHARE_CHARS:
         st.query_params.pop(LINK_PARAM, None)
         return None
