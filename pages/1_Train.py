@@ -259,7 +259,7 @@ def render_comparison(candidate: RunRecord, baseline: RunRecord | None) -> None:
     mine, theirs = candidate.test_accuracy, baseline.test_accuracy
     left, right = st.columns(2)
     delta = None
-    if candidate.status is RunStatus.DONE and baseline.status is RunStatus.DONE:
+    if candidate.status == RunStatus.DONE and baseline.status == RunStatus.DONE:
         delta = f"{mine - theirs:+.2f} points vs the baseline"
     left.metric(ui_runs.run_name(candidate), ui_runs.format_accuracy(mine), delta)
     right.metric(ui_runs.run_name(baseline), ui_runs.format_accuracy(theirs))

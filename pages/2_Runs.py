@@ -125,9 +125,9 @@ def live_progress(manager: RunManager, ids: list[int]) -> None:
         st.rerun(scope="app")
     st.subheader("Training now")
     for record in records:
-        if record.status is RunStatus.RUNNING:
+        if record.status == RunStatus.RUNNING:
             ui_runs.render_progress(record, manager, "runs")
-    queued = sum(r.status is RunStatus.QUEUED for r in records)
+    queued = sum(r.status == RunStatus.QUEUED for r in records)
     if queued:
         st.caption(f"{queued} more run(s) waiting in the queue.")
 

@@ -301,7 +301,7 @@ def draw_results(manager: RunManager, group_id: str) -> None:
 
 def render_sweep_progress(manager: RunManager, records: list) -> None:
     """Runs done out of all, the run training now, and a Stop button."""
-    done = sum(r.status is RunStatus.DONE for r in records)
+    done = sum(r.status == RunStatus.DONE for r in records)
     active = [r for r in records if r.active]
     ended = len(records) - done - len(active)
     text = f"{done} of {len(records)} runs done"
@@ -316,7 +316,7 @@ def render_sweep_progress(manager: RunManager, records: list) -> None:
             f"{ui_runs.run_name(first)} {first.status.value}: {first.message}"
         )
     for record in active:
-        if record.status is RunStatus.RUNNING:
+        if record.status == RunStatus.RUNNING:
             ui_runs.render_progress(record, manager, "sweep")
     if active and st.button("Stop the sweep", key="sweep-stop"):
         ui_runs.stop_runs(manager, active)

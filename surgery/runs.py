@@ -122,7 +122,7 @@ class RunRecord:
     @property
     def scored(self) -> bool:
         """True when the run has a final result worth showing (not a NaN model)."""
-        return self.result is not None and self.status is not RunStatus.DIVERGED
+        return self.result is not None and self.status != RunStatus.DIVERGED
 
     @property
     def test_accuracy(self) -> float | None:
@@ -131,7 +131,7 @@ class RunRecord:
         None for a diverged run: a model with NaN weights predicts one class, and
         its 10% says nothing about the stack.
         """
-        if self.status is RunStatus.DIVERGED:
+        if self.status == RunStatus.DIVERGED:
             return None
         if self.result is not None:
             return self.result["test_accuracy"]
@@ -142,7 +142,7 @@ class RunRecord:
     @property
     def fraction(self) -> float:
         """How far training got, 0 to 1."""
-        if self.status is RunStatus.DONE:
+        if self.status == RunStatus.DONE:
             return 1.0
         return min(1.0, self.step / self.total_steps) if self.total_steps else 0.0
 
@@ -157,7 +157,7 @@ class RunRecord:
     @property
     def eta_seconds(self) -> float | None:
         """Seconds left for a running run at its pace so far; None when unknown."""
-        if self.status is not RunStatus.RUNNING or not self.step or not self.started:
+        if self.status != RunStatus.RUNNING or not self.step or not self.started:
             return None
         elapsed = self.elapsed_seconds or 0.0
         left = elapsed / self.step * max(0, self.total_steps - self.step)

@@ -314,7 +314,7 @@ def sweep_summary(store: RunStore, group_id: str) -> list[PointSummary]:
 
 
 def _summarize(label: str, x, records: list) -> PointSummary:
-    done = [r for r in records if r.status is RunStatus.DONE]
+    done = [r for r in records if r.status == RunStatus.DONE]
     pending = sum(r.status.active for r in records)
     failed = len(records) - len(done) - pending
     values = [r.test_accuracy for r in done]

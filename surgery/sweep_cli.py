@@ -235,7 +235,7 @@ def _wait_all(manager: RunManager, ended: queue.Queue, total: int, out) -> bool:
 def _exit_code(records: list[RunRecord], interrupted: bool) -> int:
     if interrupted:
         return EXIT_INTERRUPTED
-    if any(r.status is not RunStatus.DONE for r in records):
+    if any(r.status != RunStatus.DONE for r in records):
         return EXIT_DIVERGED
     return EXIT_OK
 
@@ -266,7 +266,7 @@ def run_line(record: RunRecord, finished: int, total: int) -> str:
     seconds = record.elapsed_seconds
     took = "" if seconds is None else f"  {seconds:.0f}s"
     ending = record.status.value
-    if record.status is not RunStatus.DONE:
+    if record.status != RunStatus.DONE:
         ending += f" ({record.message})"
     return (
         f"[{finished}/{total}] run {record.id}  {record.label}  seed "

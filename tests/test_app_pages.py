@@ -7,6 +7,7 @@ number the pages show is checked against the store it came from.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import importlib
 import json
 import threading
@@ -621,3 +622,26 @@ def test_loss_chart_goes_log_when_a_run_blows_up(points, scale):
     spec = charts.loss_chart({"#1": points}).to_dict()
 
     assert spec["encoding"]["y"]["scale"] == scale
+
+
+def test_results_survive_a_reload_of_the_runs_module(manager, monkeypatch):
+    """Streamlit re-imports changed modules; records from the old RunStatus class
+    must still read as done."""
+    old = enum.Enum("RunStatus", {s.name: s.value for s in RunStatus}, type=str)
+    old.active = RunStatus.active
+    record = surgery_runs._record
+    monkeypatch.setattr(
+        surgery_runs,
+        "_record",
+        lambda row: dataclasses.replace(record(row), status=old(row["status"])),
+    )
+    at = quick_settings(page(TRAIN, PADDED))
+    button(at, "Train").click()
+    at.run()
+    wait_all(manager)
+    at.run()
+
+    mine = manager.store.list_runs(kind="single")[0]
+    metric = next(m for m in at.metric if m.label == f"#{mine.id} Padded LeNet")
+    assert metric.delta.endswith("points vs the baseline")
+    assert "within the noise" in texts(at.info)

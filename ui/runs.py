@@ -207,7 +207,7 @@ def render_progress(record: RunRecord, manager: RunManager, key: str) -> None:
 def progress_text(record: RunRecord) -> str:
     """'step 120/782 · ETA 25 s', or what the run does when no step counts."""
     steps = f"step {record.step:,}/{record.total_steps:,}"
-    if record.status is RunStatus.QUEUED:
+    if record.status == RunStatus.QUEUED:
         return "waiting in the queue"
     if not record.total_steps:
         return record.message or "starting"
@@ -236,7 +236,7 @@ def render_status(record: RunRecord) -> None:
     name = run_name(record)
     if record.status in ENDED_BADLY:
         st.error(f"{name} {record.status.value}: {record.message}")
-    elif record.status is RunStatus.STOPPED:
+    elif record.status == RunStatus.STOPPED:
         st.warning(
             f"{name} was stopped ({record.message}); its numbers cover only the "
             "steps it trained."
