@@ -27,6 +27,7 @@ from surgery.spec import FC, Conv, Spec
 from surgery.train import ConfigError, StepDone, TrainConfig
 from ui import charts
 from ui import runs as ui_runs
+from ui.sidebar import max_runs_setting
 
 # The module, not a function the package may re-export under the same name.
 calibrate = importlib.import_module("surgery.calibrate")
@@ -645,3 +646,44 @@ def test_results_survive_a_reload_of_the_runs_module(manager, monkeypatch):
     metric = next(m for m in at.metric if m.label == f"#{mine.id} Padded LeNet")
     assert metric.delta.endswith("points vs the baseline")
     assert "within the noise" in texts(at.info)
+
+
+@pytest.mark.parametrize(
+    "text, expected", [("", None), (" ", None), ("1", 1), ("3", 3)], ids=repr
+)
+def test_max_runs_setting_reads_whole_numbers(text, expected):
+    assert max_runs_setting(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "two", "1.5"])
+def test_max_runs_setting_refuses_the_rest(text):
+    with pytest.raises(ValueError, match=rf"SURGERY_MAX_RUNS '{text}' is not a whole"):
+        max_runs_setting(text)
+
+
+def test_a_bad_max_runs_is_a_message_not_a_traceback(monkeypatch, tmp_path):
+    monkeypatch.setenv("SURGERY_RUNS_DB", str(tmp_path / "runs.sqlite"))
+    monkeypatch.setenv("SURGERY_MAX_RUNS", "zero")
+    at = page(RUNS)
+
+    assert not at.exception
+    assert "SURGERY_MAX_RUNS 'zero' is not a whole number" in at.error[0].value
+
+
+def test_max_runs_reaches_the_manager(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_get_manager(db_path, data_root, max_concurrent):
+        seen["max_concurrent"] = max_concurrent
+        return RunManager(RunStore(db_path), fake_cifar, max_concurrent or 1)
+
+    monkeypatch.setenv("SURGERY_RUNS_DB", str(tmp_path / "runs.sqlite"))
+    monkeypatch.setenv("SURGERY_MAX_RUNS", "2")
+    monkeypatch.setattr(surgery_runs, "get_manager", fake_get_manager)
+    ui_runs._cached_manager.clear()
+    try:
+        at = page(RUNS)
+        assert not at.exception
+        assert seen["max_concurrent"] == 2
+    finally:
+        ui_runs._cached_manager.clear()

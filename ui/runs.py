@@ -29,13 +29,15 @@ ENDED_BADLY = (RunStatus.FAILED, RunStatus.DIVERGED, RunStatus.INTERRUPTED)
 
 
 @st.cache_resource(show_spinner=False)
-def _cached_manager(runs_db: str, data_root: str) -> RunManager:
-    return surgery_runs.get_manager(db_path=runs_db, data_root=data_root)
+def _cached_manager(runs_db: str, data_root: str, max_runs: int | None) -> RunManager:
+    return surgery_runs.get_manager(
+        db_path=runs_db, data_root=data_root, max_concurrent=max_runs
+    )
 
 
 def get_run_manager(paths: AppPaths) -> RunManager:
     """The one manager every session and tab of this server shares."""
-    return _cached_manager(paths.runs_db, paths.data_root)
+    return _cached_manager(paths.runs_db, paths.data_root, paths.max_runs)
 
 
 def page_manager() -> RunManager:

@@ -1,7 +1,8 @@
 """The sidebar every page shows: where data and runs live, and the device.
 
-The data folder and the run store come from the environment (SURGERY_DATA,
-SURGERY_RUNS_DB), so a test or a second install can point them elsewhere.
+The data folder, the run store and the number of runs that train at once come
+from the environment (SURGERY_DATA, SURGERY_RUNS_DB, SURGERY_MAX_RUNS), so a
+test or a second install can point them elsewhere.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from surgery.train import resolve_device
 
 DATA_ENV = "SURGERY_DATA"
 RUNS_DB_ENV = "SURGERY_RUNS_DB"
+MAX_RUNS_ENV = "SURGERY_MAX_RUNS"
 DEFAULT_DATA = "data"
 DEFAULT_RUNS_DB = "runs/runs.sqlite"
 
@@ -25,6 +27,8 @@ DEFAULT_RUNS_DB = "runs/runs.sqlite"
 class AppPaths:
     data_root: str
     runs_db: str
+    # None: one run at a time on the CPU, one per GPU.
+    max_runs: int | None = None
 
 
 def app_paths() -> AppPaths:
@@ -32,7 +36,21 @@ def app_paths() -> AppPaths:
     return AppPaths(
         data_root=os.environ.get(DATA_ENV, DEFAULT_DATA),
         runs_db=os.environ.get(RUNS_DB_ENV, DEFAULT_RUNS_DB),
+        max_runs=max_runs_setting(os.environ.get(MAX_RUNS_ENV, "")),
     )
+
+
+def max_runs_setting(text: str) -> int | None:
+    """SURGERY_MAX_RUNS as a whole number of at least 1; empty means the default."""
+    text = text.strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(
+            f"{MAX_RUNS_ENV} {text!r} is not a whole number of at least 1; set it "
+            "to 1 (one run at a time) or more, or unset it for the default"
+        )
+    return int(text)
 
 
 def device_label() -> str:
@@ -55,7 +73,11 @@ def device_choices() -> list[str]:
 
 def render_sidebar() -> AppPaths:
     """Draw the shared sidebar and return the paths the page should use."""
-    paths = app_paths()
+    try:
+        paths = app_paths()
+    except ValueError as error:
+        st.error(str(error))
+        st.stop()
     with st.sidebar:
         st.caption("Where things are")
         st.markdown(
@@ -64,7 +86,8 @@ def render_sidebar() -> AppPaths:
             f"**Device (auto):** {device_label()}"
         )
         st.caption(
-            f"Set {DATA_ENV} or {RUNS_DB_ENV} before starting the app to move them."
+            f"Set {DATA_ENV} or {RUNS_DB_ENV} before starting the app to move "
+            f"them, and {MAX_RUNS_ENV} to train more than one run at a time."
         )
     return paths
 
