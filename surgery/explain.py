@@ -282,7 +282,7 @@ def _word(n: int) -> str:
 def budget_sentence(shape: Shape) -> str:
     """How many more 2x2 stride-2 pools the map allows before a side reaches 1."""
     if len(shape) != 3:
-        return "no spatial budget left: the map was flattened into features"
+        return "none left: the map was flattened into features"
     h, w = shape[1:]
     n = 0
     while min(h, w) >= 2:

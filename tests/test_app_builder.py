@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from surgery.explain import explain_block
 from surgery.presets import PRESETS, TUTORIAL_LENET, get_preset
 from surgery.shapes import trace
 from surgery.share import MAX_UPLOAD_BYTES, decode_spec, encode_spec
 from surgery.spec import FC, Conv, Pool, PoolKind, Spec, describe
+from ui.builder import receptive_field_text
 from ui.builder_table import NUMBER_HEADER
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
@@ -465,3 +467,16 @@ def test_export_and_compare(padded: AppTest):
     texts = " ".join(messages(padded.markdown))
     assert "+ pad 2 before conv1" in texts
     assert "fc1 in_features 400 -> 576" in texts
+
+
+def test_receptive_field_wording_after_the_flatten():
+    report = trace(get_preset("padded-lenet"))
+    conv1 = explain_block(report, 2)
+    fc1 = explain_block(report, 8)
+
+    assert receptive_field_text(conv1) == (
+        "5x5 input pixels, padding included (jump 1 between neighbouring outputs)"
+    )
+    assert receptive_field_text(fc1) == (
+        "the whole input: every feature depends on every input pixel"
+    )

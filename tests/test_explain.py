@@ -381,7 +381,7 @@ def test_border_note_pinned_with_ceil_mode_size():
         ((6, 2, 3), "one more 2x2 pool fits before 1x1"),
         ((8, 5, 12), "two more 2x2 pools fit before 1x3"),
         ((8, 1, 1), "no more 2x2 pools fit: the map is already 1x1"),
-        ((120,), "no spatial budget left: the map was flattened into features"),
+        ((120,), "none left: the map was flattened into features"),
     ],
     ids=["5x5", "28x28", "2x3", "5x12", "1x1", "features"],
 )

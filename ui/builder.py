@@ -14,7 +14,6 @@ from surgery.explain import explain_block, explain_failure, flatten_derivation
 from surgery.fixes import suggest_fixes
 from surgery.presets import PRESETS
 from surgery.shapes import ShapeReport, ShapeRow, format_shape, trace
-from surgery.train import MAX_PARAMS
 from surgery.spec import (
     FC,
     INPUT_RANGES,
@@ -27,6 +26,7 @@ from surgery.spec import (
     Spec,
     SpecError,
 )
+from surgery.train import MAX_PARAMS
 from ui import builder_edit as edit
 from ui import state
 from ui.builder_edit import field_key
@@ -441,9 +441,7 @@ def render_explanation(explanation) -> None:
     st.code("\n".join(explanation.formula_lines), language=None, wrap_lines=True)
     st.markdown(
         f"**Param #:** {explanation.params_line}  \n"
-        f"**Receptive field:** {explanation.receptive_field}x"
-        f"{explanation.receptive_field} input pixels "
-        f"(jump {explanation.jump} between neighbouring outputs)  \n"
+        f"**Receptive field:** {receptive_field_text(explanation)}  \n"
         f"**Spatial budget:** {explanation.budget}"
     )
     if explanation.border_note:
@@ -478,3 +476,14 @@ def _fix_buttons(report: ShapeReport) -> None:
                 on_click=edit.replace_spec,
                 args=(fix.spec,),
             )
+
+
+def receptive_field_text(explanation) -> str:
+    """The field in input pixels; after the flatten every feature sees it all."""
+    if len(explanation.output_shape) == 1:
+        return "the whole input: every feature depends on every input pixel"
+    side = explanation.receptive_field
+    return (
+        f"{side}x{side} input pixels, padding included "
+        f"(jump {explanation.jump} between neighbouring outputs)"
+    )
