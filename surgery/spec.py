@@ -222,7 +222,7 @@ def _show(value: Any) -> str:
     if isinstance(value, Enum):
         value = value.value
     try:
-        return json.dumps(value)
+        return json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError):
         return repr(value)
 
@@ -438,13 +438,31 @@ def _parse_blocks_list(data: dict, num_classes: int) -> list:
 def spec_from_json(text: str) -> Spec:
     """A Spec from JSON text; invalid JSON is a SpecError with line and column."""
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise SpecError(
             f"spec: the text is not valid JSON ({exc.msg} at line {exc.lineno}, "
             f"column {exc.colno}); fix the JSON syntax there"
         ) from None
+    except RecursionError:
+        raise SpecError(
+            "spec: the JSON nests lists or objects too deeply to read; a spec "
+            "is one object holding a list of block objects; remove the extra brackets"
+        ) from None
     return spec_from_dict(data)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's fields; a field written twice is an error, not "last wins"."""
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise SpecError(
+                f"spec: field {_show(key)} is written twice in one object "
+                f"({_show(data[key])} and {_show(value)}); keep only one of them"
+            )
+        data[key] = value
+    return data
 
 
 def structure_problem(spec: Spec) -> SpecError | None:

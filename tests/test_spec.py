@@ -364,6 +364,32 @@ def test_empty_text_is_invalid_json() -> None:
         spec_from_json("")
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"num_classes": 10, "num_classes": 5, "blocks": []}',
+        '{"blocks": [{"type": "fc", "out_features": 10, "out_features": 5}]}',
+    ],
+    ids=["spec-field", "block-field"],
+)
+def test_field_written_twice_is_an_error(text: str) -> None:
+    with pytest.raises(
+        SpecError, match=r'field "\w+" is written twice in one object \(10 and 5\); '
+    ):
+        spec_from_json(text)
+
+
+def test_json_nested_too_deeply_is_a_spec_error() -> None:
+    text = '{"blocks": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    with pytest.raises(SpecError, match="nests lists or objects too deeply to read;"):
+        spec_from_json(text)
+
+
+def test_unicode_field_name_is_shown_as_written() -> None:
+    with pytest.raises(SpecError, match='^spec: field "größe" is unknown;'):
+        spec_from_json('{"größe": 1, "blocks": []}')
+
+
 # ---------------------------------------------------------------- structure
 
 STRUCTURE_ERRORS = [
