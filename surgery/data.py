@@ -286,10 +286,13 @@ def _list_images(split_dir: Path) -> tuple[list[str], list[str]]:
     for name in CIFAR10_CLASSES:
         class_dir = os.path.join(split_dir, name)
         if not os.path.isdir(class_dir):
-            continue
+            raise ValueError(
+                f"{split_dir} has no folder for the class {name!r}; CIFAR-10 "
+                f"needs all 10 classes, so add {class_dir}/ with its images"
+            )
         with os.scandir(class_dir) as entries:
             images = sorted(
-                (entry for entry in entries if _is_image(entry.name)),
+                (e for e in entries if _is_image(e.name) and e.is_file()),
                 key=lambda entry: entry.name,
             )
         stamps.append(f"{split_dir.name}/{name}")
@@ -463,14 +466,31 @@ def _read_batches(files: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """
     images, labels = [], []
     for file in files:
-        with open(file, "rb") as handle:
-            batch = pickle.load(handle, encoding="bytes")
+        batch = _load_batch(file)
         data, batch_labels = _batch_field(batch, "data"), _batch_field(batch, "labels")
         _check_batch(file, data, batch_labels)
         # Each row holds the 1024 red values, then the green, then the blue ones.
         images.append(torch.from_numpy(data.reshape(-1, 3, _IMAGE_SIZE, _IMAGE_SIZE)))
         labels.append(torch.as_tensor(batch_labels, dtype=torch.int64))
     return torch.cat(images).contiguous(), torch.cat(labels)
+
+
+def _load_batch(file: str) -> dict:
+    """One pickled batch as a dict; ValueError names a file that is not one."""
+    try:
+        with open(file, "rb") as handle:
+            batch = pickle.load(handle, encoding="bytes")
+    # A damaged or foreign file fails inside pickle with almost any error.
+    except Exception as error:
+        reason = f"it cannot be unpickled ({type(error).__name__}: {error})"
+    else:
+        if isinstance(batch, dict):
+            return batch
+        reason = f"it holds a {type(batch).__name__}, not a dict"
+    raise ValueError(
+        f"{file} is not a CIFAR-10 batch: {reason}; replace it with the file "
+        f"from torchvision's {_PICKLED_DIR}"
+    )
 
 
 def _batch_field(batch: dict, name: str) -> object:
@@ -519,6 +539,17 @@ def _decode_images(files: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _read_image(file: str) -> np.ndarray:
     """One 32x32 image as (H, W, 3) uint8 RGB."""
+    try:
+        return _decode_image(file)
+    except OSError as error:
+        reason = error.strerror or "the file is damaged or not an image"
+        raise ValueError(
+            f"{file} cannot be read as an image ({reason}); replace it with a "
+            "32x32 .jpg or .png, or remove it from the folder"
+        ) from None
+
+
+def _decode_image(file: str) -> np.ndarray:
     with Image.open(file) as image:
         if image.size != (_IMAGE_SIZE, _IMAGE_SIZE):
             width, height = image.size

@@ -169,6 +169,59 @@ def test_pickled_batch_of_wrong_width_is_named(fake_pickled):
         load_cifar10(fake_pickled.root, download=False)
 
 
+@pytest.mark.parametrize(
+    "content", [b"", b"not an image"], ids=["empty-file", "not-an-image"]
+)
+def test_folder_image_that_cannot_be_decoded_is_named(fake_folder, content):
+    bad = fake_folder.root / "cifar10" / "train" / "dog" / "0100.jpg"
+    bad.write_bytes(content)
+
+    with pytest.raises(
+        ValueError, match=r"0100\.jpg cannot be read as an image \(the file is damaged"
+    ):
+        load_cifar10(fake_folder.root, download=False)
+
+
+def test_folder_named_like_an_image_is_not_an_image(fake_folder):
+    (fake_folder.root / "cifar10" / "train" / "dog" / "extra.jpg").mkdir()
+
+    loaded = load_cifar10(fake_folder.root, download=False)
+
+    assert_loaded(loaded, fake_folder)
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_folder_with_a_class_missing_is_named(fake_folder, split):
+    class_dir = fake_folder.root / "cifar10" / split / "truck"
+    for image in class_dir.iterdir():
+        image.unlink()
+    class_dir.rmdir()
+
+    with pytest.raises(
+        ValueError, match=rf"{split} has no folder for the class 'truck'; .* all 10"
+    ):
+        load_cifar10(fake_folder.root, download=False)
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", r"cannot be unpickled \(EOFError"),
+        (b"garbage", r"cannot be unpickled \(UnpicklingError"),
+        (pickle.dumps([1, 2]), "holds a list, not a dict"),
+    ],
+    ids=["empty-file", "garbage", "a-list"],
+)
+def test_pickled_batch_that_is_not_a_batch_is_named(fake_pickled, content, reason):
+    path = fake_pickled.root / "cifar-10-batches-py" / "test_batch"
+    path.write_bytes(content)
+
+    with pytest.raises(
+        ValueError, match=rf"test_batch is not a CIFAR-10 batch: it {reason}"
+    ):
+        load_cifar10(fake_pickled.root, download=False)
+
+
 # --- Missing data -----------------------------------------------------------------
 
 
