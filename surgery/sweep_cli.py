@@ -114,8 +114,14 @@ def add_sweep(commands) -> None:
 
 def _list(convert: Callable) -> Callable[[str], list]:
     def parse(text: str) -> list:
+        items = [item.strip() for item in text.split(",")] if text.strip() else []
+        if "" in items:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} has an empty item between commas; write a list such "
+                "as 4,8,16 with a value between each pair of commas"
+            )
         try:
-            return [convert(item.strip()) for item in text.split(",") if item.strip()]
+            return [convert(item) for item in items]
         except ValueError:
             raise argparse.ArgumentTypeError(
                 f"{text!r} is not a comma-separated list such as 4,8,16"

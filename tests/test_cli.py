@@ -473,3 +473,21 @@ def test_train_spec_must_fit_cifar10(tmp_path, capsys, change, message):
 def test_train_optimizer_choices(capsys):
     assert main([*TRAIN, "--optimizer", "rmsprop"]) == 2
     assert "invalid choice: 'rmsprop'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--batch-sizes", "4,,8"), ("--lrs", "0.001,"), ("--seeds", ",1")],
+    ids=["double-comma", "trailing-comma", "leading-comma"],
+)
+def test_sweep_list_with_an_empty_item_is_refused(tmp_path, capsys, option, value):
+    args = ["sweep", "--estimate-only", "--db", str(tmp_path / "runs.sqlite")]
+
+    code = main([*args, f"{option}={value}"])
+
+    assert code == 2
+    assert re.search(
+        rf"argument {option}: '{re.escape(value)}' has an empty item between "
+        "commas; write a list such as 4,8,16",
+        capsys.readouterr().err,
+    )
