@@ -122,6 +122,11 @@ def load_spec(args: argparse.Namespace) -> Spec:
 def _read_spec_text(path: str) -> str:
     if path == "-":
         return sys.stdin.read()
+    if not path.strip():
+        raise CliError(
+            f"spec file {path!r} is an empty path; give the path of a .json file, "
+            "- for standard input, or --preset NAME"
+        )
     try:
         return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:

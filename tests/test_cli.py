@@ -491,3 +491,14 @@ def test_sweep_list_with_an_empty_item_is_refused(tmp_path, capsys, option, valu
         "commas; write a list such as 4,8,16",
         capsys.readouterr().err,
     )
+
+
+@pytest.mark.parametrize("path", ["", "  "], ids=["empty", "blank"])
+def test_shapes_empty_spec_path_is_named(capsys, path):
+    code = main(["shapes", path])
+
+    assert code == 2
+    assert re.match(
+        rf"error: spec file '{path}' is an empty path; give the path of a \.json file",
+        capsys.readouterr().err,
+    )
