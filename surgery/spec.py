@@ -135,6 +135,9 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "out_features": (1, 65536),
 }
 INPUT_RANGES = {"channels": (1, 64), "size": (1, 512), "num_classes": (2, 1000)}
+# Far beyond any net that trains here, and it keeps a hostile file from costing
+# seconds and gigabytes before its first error.
+MAX_BLOCKS = 500
 
 
 @dataclass(frozen=True)
@@ -430,6 +433,12 @@ def _parse_blocks_list(data: dict, num_classes: int) -> list:
         raise SpecError(
             f"spec: blocks {_show(blocks)} is not a list; write the blocks as a "
             "JSON list",
+            field="blocks",
+        )
+    if len(blocks) > MAX_BLOCKS:
+        raise SpecError(
+            f"spec: {len(blocks):,} blocks is more than the {MAX_BLOCKS} allowed; "
+            "split the net or remove blocks",
             field="blocks",
         )
     return blocks

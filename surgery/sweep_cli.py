@@ -250,8 +250,10 @@ def estimate_line(sweep: SweepSpec, estimate: SweepEstimate) -> str:
     """'18 runs (6 points x 3 seeds), about 41 min; params: tutorial LeNet 62,006'."""
     params = ", ".join(f"{k} {v:,}" for k, v in estimate.params_per_arch.items())
     seeds = "1 seed" if len(sweep.seeds) == 1 else f"{len(sweep.seeds)} seeds"
+    points = "1 point" if sweep.points == 1 else f"{sweep.points} points"
+    runs = "1 run" if estimate.runs == 1 else f"{estimate.runs} runs"
     return (
-        f"{estimate.runs} runs ({sweep.points} points x {seeds}), "
+        f"{runs} ({points} x {seeds}), "
         f"about {_duration(estimate.wall_seconds)} (measured on this machine "
         f"just now); params: {params}"
     )

@@ -678,3 +678,10 @@ def test_lists_become_tuples_so_equal_specs_are_equal() -> None:
 )
 def test_describe_shows_a_broken_field_as_it_is(block, label: str) -> None:
     assert describe(block) == label
+
+
+def test_too_many_blocks_is_refused_before_parsing_them():
+    data = {"blocks": [{"type": "act"}] * 501 + [{"type": "fc"}]}
+
+    with pytest.raises(SpecError, match=r"spec: 502 blocks is more than the 500 "):
+        spec_from_dict(data)

@@ -23,6 +23,7 @@ from surgery.sweep import (
     Axis,
     Budget,
     PointSummary,
+    SweepEstimate,
     SweepSpec,
     compare_points,
     epochs_for,
@@ -33,6 +34,7 @@ from surgery.sweep import (
     sweep_axis,
     sweep_summary,
 )
+from surgery.sweep_cli import estimate_line
 from surgery.train import ConfigError, OptimizerName, TrainConfig
 
 TINY = Spec(
@@ -413,3 +415,25 @@ def test_cli_sweep_refuses_bad_lists(cli_data, tmp_path, capsys, arguments, mess
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "r.sqlite").exists()
+
+
+@pytest.mark.parametrize(
+    "seeds, expected",
+    [
+        ([0], "1 run (1 point x 1 seed), about 12 s"),
+        ([0, 1, 2], "3 runs (1 point x 3 seeds), about 12 s"),
+    ],
+    ids=["one", "three-seeds"],
+)
+def test_estimate_line_counts_in_words(seeds, expected):
+    sweep = SweepSpec(architectures={"tutorial LeNet": TUTORIAL_LENET}, seeds=seeds)
+    estimate = SweepEstimate(
+        runs=len(seeds),
+        total_seconds=12.0,
+        params_per_arch={"tutorial LeNet": 62006},
+        mult_adds_per_arch={"tutorial LeNet": 658238},
+        wall_seconds=12.0,
+        seconds_per_point={},
+    )
+
+    assert estimate_line(sweep, estimate).startswith(expected)
