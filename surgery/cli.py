@@ -33,6 +33,7 @@ from .train import (
     StepDone,
     TrainConfig,
     TrainResult,
+    check_size,
     resolve_device,
     train,
 )
@@ -408,8 +409,8 @@ def load_data(args: argparse.Namespace) -> Cifar10:
 
 def _train(args: argparse.Namespace) -> int:
     spec = load_spec(args)
-    _check_spec(spec)
     config = train_config(args)
+    _check_spec(spec, config)
     data = load_data(args)
 
     printer = _EpochPrinter(config.epochs, len(data.train))
@@ -435,11 +436,11 @@ def _train(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if result.status is Status.STOPPED else EXIT_OK
 
 
-def _check_spec(spec: Spec) -> None:
+def _check_spec(spec: Spec, config: TrainConfig | None = None) -> None:
     """Refuse a spec that cannot run, or not on CIFAR-10, before loading data."""
-    error = trace(spec).error
-    if error is not None:
-        raise CliError(f"{error.message} (see `python -m surgery shapes`)")
+    report = trace(spec)
+    if report.error is not None:
+        raise CliError(f"{report.error.message} (see `python -m surgery shapes`)")
     if tuple(spec.input) != CIFAR10_INPUT:
         raise CliError(
             f"spec input {format_shape(spec.input)} does not match CIFAR-10's "
@@ -451,6 +452,10 @@ def _check_spec(spec: Spec) -> None:
             f"{len(CIFAR10_CLASSES)} classes; set num_classes to 10 and the last "
             "fc's out_features to 10"
         )
+    try:
+        check_size(report, config or TrainConfig())
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
 
 
 def summary(result: TrainResult) -> str:

@@ -270,7 +270,7 @@ def train(
     report = trace(spec)
     if report.error is not None:
         raise SpecError(report.error.message, report.error.index)
-    _check_size(report, config)
+    check_size(report, config)
 
     emit = on_event or (lambda event: None)
     stop = should_stop or (lambda: False)
@@ -285,8 +285,8 @@ def train(
         return loop.result(status, message, data.test)
 
 
-def _check_size(report: ShapeReport, config: TrainConfig) -> None:
-    """Refuse, before any memory is taken, what cannot train."""
+def check_size(report: ShapeReport, config: TrainConfig) -> None:
+    """Refuse, before any memory is taken, what cannot train (ConfigError)."""
     if report.total_params > MAX_PARAMS:
         raise ConfigError(
             f"the model has {report.total_params:,} parameters, more than "

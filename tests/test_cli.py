@@ -502,3 +502,16 @@ def test_shapes_empty_spec_path_is_named(capsys, path):
         rf"error: spec file '{path}' is an empty path; give the path of a \.json file",
         capsys.readouterr().err,
     )
+
+
+def test_train_refuses_an_oversized_model_before_data(tmp_path, capsys):
+    blocks = [{"type": "conv", "out_channels": 1024, "kernel_size": 3}]
+    blocks += [{"type": "fc", "out_features": 65536}, {"type": "fc"}]
+    spec = write_spec(tmp_path, {"input": [3, 32, 32], "blocks": blocks})
+
+    code = main(["train", spec, "--data", str(tmp_path / "none"), "--no-download"])
+
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "parameters, more than 50,000,000; lower out_channels" in captured.err
+    assert "loading CIFAR-10" not in captured.err
