@@ -86,7 +86,8 @@ TAMPERED = {
     "bad-character": (
         "v1.eJyr@VkrL",
         (
-            r'share link: the text is damaged \(character "@" is not URL-safe base64\); '
+            r'share link: the text is damaged \(character "@" is not URL-safe '
+            r"base64\); "
             "copy the whole link again"
         ),
     ),
@@ -118,8 +119,8 @@ TAMPERED = {
     "bad-json": (
         link_for(b'{"input": [3, 32, 32],'),
         (
-            r"share link: the text is not valid JSON \(Expecting property name enclosed "
-            r"in double quotes at line 1, column 23\); fix the JSON syntax there"
+            r"share link: the text is not valid JSON \(Expecting property name "
+            r"enclosed in double quotes at line 1, column 23\); fix the JSON syntax there"
         ),
     ),
     "not-object": (link_for(b"[1, 2]"), "share link: the file is not a JSON object"),
