@@ -120,7 +120,8 @@ TAMPERED = {
         link_for(b'{"input": [3, 32, 32],'),
         (
             r"share link: the text is not valid JSON \(Expecting property name "
-            r"enclosed in double quotes at line 1, column 23\); fix the JSON syntax there"
+            r"enclosed in double quotes at line 1, column 23\); "
+            "fix the JSON syntax there"
         ),
     ),
     "not-object": (link_for(b"[1, 2]"), "share link: the file is not a JSON object"),
