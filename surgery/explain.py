@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 
 from .export import layer_code
 from .formulas import conv_out, effective_kernel, pool_out
@@ -255,8 +257,12 @@ def receptive_fields(report: ShapeReport) -> list[tuple[int, int]]:
     Each window of span e widens the field by (e-1) times the jump so far; the jump
     is the product of strides. An fc sees the whole map that was flattened.
     """
+    return list(_fields(report))
+
+
+def _fields(report: ShapeReport) -> Iterator[tuple[int, int]]:
+    """receptive_fields one row at a time, so a caller can stop at its block."""
     rf, jump = 1, 1
-    out = []
     for row in report.rows:
         block = report.spec.blocks[row.index - 1]
         if isinstance(block, Conv):
@@ -268,8 +274,7 @@ def receptive_fields(report: ShapeReport) -> list[tuple[int, int]]:
         elif isinstance(block, FC) and len(_shape_before(report, row.index)) == 3:
             side = max(_shape_before(report, row.index)[1:])
             rf += (side - 1) * jump
-        out.append((rf, jump))
-    return out
+        yield rf, jump
 
 
 # ---------------------------------------------------------------- budget
@@ -447,7 +452,7 @@ def explain_block(report: ShapeReport, index: int) -> BlockExplanation:
     """
     row = _row(report, index)
     block = report.spec.blocks[index - 1]
-    rf, jump = receptive_fields(report)[index - 1]
+    rf, jump = next(islice(_fields(report), index - 1, None))
     title = (
         f"Block {index}: {row.name} ({describe(block)}), "
         f"{format_shape(row.input_shape)} -> {format_shape(row.output_shape)}"
@@ -471,14 +476,18 @@ def flatten_derivation(report: ShapeReport) -> str | None:
     """'32 -> 28 -> 14 -> 10 -> 5, so 16 x 5 x 5 = 400', or None before any fc."""
     if report.flatten is None:
         return None
-    blocks = report.spec.blocks
-    first_fc = next(i for i, b in enumerate(blocks, start=1) if isinstance(b, FC))
+    first_fc = _first_fc(report.spec.blocks)
     c, h, w = _shape_before(report, first_fc)
     sizes = [_size(report.spec.input)]
     for row in report.rows[: first_fc - 1]:
         if row.output_shape[1:] != row.input_shape[1:]:
             sizes.append(_size(row.output_shape))
     return f"{' -> '.join(sizes)}, so {c} x {h} x {w} = {report.flatten:,}"
+
+
+def _first_fc(blocks: tuple[Block, ...]) -> int:
+    """The 1-based position of the first fc; callers know there is one."""
+    return next(i for i, b in enumerate(blocks, start=1) if isinstance(b, FC))
 
 
 def _size(shape: Shape) -> str:
@@ -533,7 +542,7 @@ def _structure_rule(report: ShapeReport, problem: SpecError) -> tuple[str, list[
 
 def _after_fc_rule(report: ShapeReport, index: int, block: Block) -> tuple:
     blocks = report.spec.blocks
-    first_fc = next(i for i, b in enumerate(blocks, start=1) if isinstance(b, FC))
+    first_fc = _first_fc(blocks)
     before = _shape_before(report, first_fc)
     name = layer_name(blocks[first_fc - 1], 1)
     lines = [
@@ -563,11 +572,9 @@ def _shape_rule(block: Block, in_shape: Shape) -> tuple[str, list[str]]:
             f"padding {p} > kernel_size/2 = {k}/2 = {k / 2:g}"
         ]
     if isinstance(block, Conv):
-        exprs = [(_conv_expr(size, block), None) for _, size in _sides(in_shape)]
-        outs = [
-            conv_out(
-                size, block.kernel_size, block.stride, block.padding, block.dilation
-            )
+        k, s, p, d = block.kernel_size, block.stride, block.padding, block.dilation
+        exprs = [
+            (_conv_expr(size, block), conv_out(size, k, s, p, d))
             for _, size in _sides(in_shape)
         ]
         rule = (
@@ -576,11 +583,10 @@ def _shape_rule(block: Block, in_shape: Shape) -> tuple[str, list[str]]:
         )
     else:
         exprs = [_pool_expr(size, block) for _, size in _sides(in_shape)]
-        outs = [out for _, out in exprs]
         rule = (
             "a pool needs H_out and W_out >= 1: kernel_size must fit the padded input"
         )
-    lines = _side_lines(in_shape, [(e, o) for (e, _), o in zip(exprs, outs)])
+    lines = _side_lines(in_shape, exprs)
     lines = [line + (" < 1" if _ends_below_one(line) else "") for line in lines]
     return rule, lines
 
