@@ -193,8 +193,8 @@ def load_preset_from_widget(key: str) -> None:
 
 def replace_spec(spec: Spec) -> None:
     """A fix, an upload or a restore: unchanged blocks keep their widgets."""
-    old = state.snapshot()
-    commit(spec, state.carry_ids(old.spec.blocks, old.ids, spec.blocks))
+    st.session_state.pop(NOTICE_KEY, None)
+    state.set_spec(spec)
 
 
 def undo() -> None:
