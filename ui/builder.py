@@ -11,7 +11,7 @@ from functools import lru_cache
 import streamlit as st
 
 from surgery.explain import explain_block, explain_failure, flatten_derivation
-from surgery.fixes import suggest_fixes
+from surgery.fixes import Fix, suggest_fixes
 from surgery.presets import PRESETS
 from surgery.shapes import ShapeReport, ShapeRow, format_shape, trace
 from surgery.spec import (
@@ -53,6 +53,12 @@ FIELD_HELP = {
 def traced(spec: Spec) -> ShapeReport:
     """trace(spec), remembered: every rerun and every undo step asks again."""
     return trace(spec)
+
+
+@lru_cache(maxsize=64)
+def fixes_for(report: ShapeReport) -> tuple[Fix, ...]:
+    """suggest_fixes, remembered: each rerun of a broken stack would search again."""
+    return tuple(suggest_fixes(report.spec, report))
 
 
 # ---------------------------------------------------------------- toolbar
@@ -211,19 +217,18 @@ def render_editor(report: ShapeReport, quiz: QuizView | None) -> None:
     ids = state.block_ids()
     st.markdown(f"**Input** · {format_shape(spec.input)} (C x H x W)")
     derivation = flatten_derivation(report) if report.flatten else None
+    first_fc = _first_fc(spec.blocks)
     for position, (block, block_id) in enumerate(zip(spec.blocks, ids), start=1):
         row = report.rows[position - 1] if position <= len(report.rows) else None
-        if derivation and _is_first_fc(report, position):
+        if derivation and position == first_fc:
             _flatten_note(derivation, quiz, position)
         _block_card(report, position, block, block_id, row, quiz)
     _append_row()
 
 
-def _is_first_fc(report: ShapeReport, position: int) -> bool:
-    blocks = report.spec.blocks
-    return isinstance(blocks[position - 1], FC) and not any(
-        isinstance(b, FC) for b in blocks[: position - 1]
-    )
+def _first_fc(blocks: tuple[Block, ...]) -> int | None:
+    """The 1-based position of the first fc, where the automatic flatten goes."""
+    return next((i for i, b in enumerate(blocks, start=1) if isinstance(b, FC)), None)
 
 
 def _flatten_note(derivation: str, quiz: QuizView | None, fc_position: int) -> None:
@@ -460,7 +465,7 @@ def _failure(report: ShapeReport) -> None:
 
 def _fix_buttons(report: ShapeReport) -> None:
     try:
-        fixes = suggest_fixes(report.spec, report)
+        fixes = fixes_for(report)
     except SpecError as exc:
         st.caption(f"No fix to offer: {exc}")
         return
