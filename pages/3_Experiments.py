@@ -7,7 +7,7 @@ import math
 import streamlit as st
 
 from surgery.presets import PRESETS, TUTORIAL_LENET
-from surgery.runs import RunManager, RunStatus, RunStore
+from surgery.runs import RunManager, RunRecord, RunStatus, RunStore
 from surgery.shapes import trace
 from surgery.spec import SpecError
 from surgery.stats import noise_band
@@ -106,9 +106,8 @@ def one_click() -> tuple[SweepSpec, str]:
 def architecture_choices() -> dict[str, str]:
     """Preset name -> title, plus the Builder's stack when it can train."""
     choices = {name: preset.title for name, preset in PRESETS.items()}
-    if trace(current_spec()).ok and current_spec() not in [
-        p.spec for p in PRESETS.values()
-    ]:
+    spec = current_spec()
+    if trace(spec).ok and spec not in [p.spec for p in PRESETS.values()]:
         choices[CURRENT] = "your stack (from the Builder)"
     return choices
 
@@ -280,12 +279,13 @@ def render_results(manager: RunManager) -> None:
 @st.fragment(run_every=2)
 def live_results(manager: RunManager, group_id: str) -> None:
     """Results redrawn every 2 seconds while the sweep trains."""
-    draw_results(manager, group_id)
-    if not any(r.active for r in manager.store.list_runs(group_id=group_id)):
+    records = draw_results(manager, group_id)
+    if not any(r.active for r in records):
         st.rerun(scope="app")
 
 
-def draw_results(manager: RunManager, group_id: str) -> None:
+def draw_results(manager: RunManager, group_id: str) -> list[RunRecord]:
+    """The sweep's progress, chart and differences; returns the runs it read."""
     store = manager.store
     records = store.list_runs(group_id=group_id)
     render_sweep_progress(manager, records)
@@ -293,10 +293,11 @@ def draw_results(manager: RunManager, group_id: str) -> None:
     finished = [p for p in points if p.n > 0]
     if not finished:
         st.caption("The chart appears when the first run of a point ends.")
-        return
-    reference = pick_reference(store, group_id, points)
+        return records
+    reference = pick_reference(records, group_id, points)
     st.altair_chart(sweep_chart(sweep_axis(store, group_id), points, reference))
     render_differences(points, reference)
+    return records
 
 
 def render_sweep_progress(manager: RunManager, records: list) -> None:
@@ -322,10 +323,12 @@ def render_sweep_progress(manager: RunManager, records: list) -> None:
         ui_runs.stop_runs(manager, active)
 
 
-def pick_reference(store: RunStore, group_id: str, points: list[PointSummary]) -> int:
+def pick_reference(
+    records: list[RunRecord], group_id: str, points: list[PointSummary]
+) -> int:
     """The point to compare with: the tutorial's settings by default, or the user's."""
     labels = [p.label for p in points]
-    default = tutorial_point(store, group_id, labels)
+    default = tutorial_point(records, labels)
     index = st.selectbox(
         "Compare every point with",
         range(len(labels)),
@@ -336,10 +339,10 @@ def pick_reference(store: RunStore, group_id: str, points: list[PointSummary]) -
     return int(index)
 
 
-def tutorial_point(store: RunStore, group_id: str, labels: list[str]) -> int:
+def tutorial_point(records: list[RunRecord], labels: list[str]) -> int:
     """The point trained as in the PyTorch tutorial, else the first."""
     tutorial = TrainConfig()
-    for record in store.list_runs(group_id=group_id):
+    for record in records:
         config = record.config
         same = (
             record.spec == TUTORIAL_LENET
