@@ -317,7 +317,9 @@ def render_runs(manager: RunManager, ids: dict | None) -> None:
         st.caption(f"Run #{ids['candidate']} is no longer in the store.")
         return
     if any(r.active for r in unique([candidate, baseline])):
-        live_view(manager, ids)
+        # The baseline found by settings is pinned, so each tick reads by id.
+        found = {"candidate": candidate.id, "baseline": baseline and baseline.id}
+        live_view(manager, found)
     else:
         render_results(candidate, baseline)
 
@@ -365,10 +367,10 @@ def main() -> None:
         config = None
         st.error(str(error))
     ready = report.ok and config is not None
+    ids = recall(manager.store)
     if ready:
         render_estimate(spec, config, manager)
-    if ready:
-        offer_earlier_run(manager.store, spec, config, recall(manager.store))
+        offer_earlier_run(manager.store, spec, config, ids)
     st.button(
         "Train",
         type="primary",
@@ -379,7 +381,7 @@ def main() -> None:
     if st.session_state[ERROR_KEY]:
         st.error(st.session_state[ERROR_KEY])
 
-    render_runs(manager, recall(manager.store))
+    render_runs(manager, ids)
 
 
 main()
