@@ -154,17 +154,16 @@ def seed_groups(store: RunStore, records: Sequence[RunRecord]) -> list[dict]:
     Every finished run in the store with the same stack and settings counts,
     whatever its seed, so the spread uses all the evidence there is.
     """
-    done = [r for r in store.list_runs(status=RunStatus.DONE)]
+    by_key: dict[str, list[RunRecord]] = {}
+    for done in store.list_runs(status=RunStatus.DONE):
+        if done.test_accuracy is not None:
+            by_key.setdefault(settings_key(done), []).append(done)
     rows, seen = [], set()
     for record in records:
         key = settings_key(record)
-        if key in seen:
-            continue
-        seen.add(key)
-        same = [
-            r for r in done if settings_key(r) == key and r.test_accuracy is not None
-        ]
-        rows.append(_seed_row(record, same))
+        if key not in seen:
+            seen.add(key)
+            rows.append(_seed_row(record, by_key.get(key, [])))
     return rows
 
 
