@@ -33,7 +33,6 @@ from .data import Cifar10, load_cifar10
 from .shapes import trace
 from .spec import Spec, SpecError, spec_from_dict
 from .train import (
-    MAX_PARAMS,
     ConfigError,
     EpochDone,
     Event,
@@ -42,6 +41,7 @@ from .train import (
     TrainConfig,
     TrainResult,
     TrainStarted,
+    check_size,
     resolve_device,
     train,
 )
@@ -1013,11 +1013,7 @@ def check_trainable(spec: Spec, config: TrainConfig) -> None:
     report = trace(spec)
     if report.error is not None:
         raise SpecError(report.error.message, report.error.index)
-    if report.total_params > MAX_PARAMS:
-        raise ConfigError(
-            f"the model has {report.total_params:,} parameters, more than "
-            f"{MAX_PARAMS:,}; lower out_channels or out_features"
-        )
+    check_size(report, config)
     resolve_device(config.device)
 
 
