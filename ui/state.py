@@ -48,13 +48,20 @@ def init_state() -> None:
 def current_spec() -> Spec:
     """The stack as the user last edited it; it may not be valid."""
     init_state()
-    spec = st.session_state[SPEC_KEY]
-    if type(spec) is not Spec:
-        # Streamlit re-imported surgery after a source edit; rebuild the blocks
-        # from their JSON so isinstance checks see the new classes.
-        spec = spec_from_dict(spec.to_dict())
+    stored = st.session_state[SPEC_KEY]
+    spec = _current_classes(stored)
+    if spec is not stored:
         st.session_state[SPEC_KEY] = spec
     return spec
+
+
+def _current_classes(spec: Spec) -> Spec:
+    """`spec` itself, or rebuilt from its JSON when it predates a re-import."""
+    if type(spec) is Spec:
+        return spec
+    # Streamlit re-imported surgery after a source edit; rebuild the blocks
+    # from their JSON so isinstance checks see the new classes.
+    return spec_from_dict(spec.to_dict())
 
 
 def set_spec(spec: Spec) -> None:
@@ -75,9 +82,10 @@ def block_ids() -> tuple[int, ...]:
     """One id per block of the current stack."""
     init_state()
     ids = st.session_state[IDS_KEY]
-    if len(ids) != len(current_spec().blocks):
+    count = len(current_spec().blocks)
+    if len(ids) != count:
         # Another page replaced the spec directly; give every block a fresh id.
-        ids = new_ids(len(current_spec().blocks))
+        ids = new_ids(count)
         st.session_state[IDS_KEY] = ids
     return tuple(ids)
 
@@ -127,10 +135,7 @@ def redo_count() -> int:
 
 
 def _restore(state: Snapshot) -> None:
-    spec = state.spec
-    if type(spec) is not Spec:
-        spec = spec_from_dict(spec.to_dict())
-    st.session_state[SPEC_KEY] = spec
+    st.session_state[SPEC_KEY] = _current_classes(state.spec)
     st.session_state[IDS_KEY] = tuple(state.ids)
 
 
