@@ -7,7 +7,7 @@ the same seed gives the same initial weights and state dicts load both ways.
 from __future__ import annotations
 
 from .layers import Shape
-from .shapes import ShapeReport, ShapeRow, trace
+from .shapes import ShapeReport, ShapeRow, format_shape, trace
 from .spec import (
     FC,
     Act,
@@ -58,7 +58,7 @@ def _header(report: ShapeReport) -> str:
     chain = _wrap_chain([describe(b) for b in spec.blocks])
     return (
         f'"""{CLASS_NAME}: a ConvNet surgery stack as plain PyTorch.\n\n'
-        f"Input {_shape(spec.input)}, {spec.num_classes} classes, "
+        f"Input {format_shape(spec.input)}, {spec.num_classes} classes, "
         f"{report.total_params:,} parameters.\n"
         f"{chain}\n"
         '"""\n\n'
@@ -77,10 +77,6 @@ def _wrap_chain(labels: list[str], width: int = 88) -> str:
         else:
             lines[-1] += piece
     return "\n".join(lines)
-
-
-def _shape(shape: Shape) -> str:
-    return "x".join(str(v) for v in shape)
 
 
 def _batch_shape(shape: Shape) -> str:
@@ -200,7 +196,7 @@ def _training_code(spec: Spec) -> str:
     if spec.input[0] not in (1, 3) or spec.num_classes < 10:
         guard = (
             "    raise SystemExit(\n"
-            f'        "this net takes {_shape(spec.input)} images in '
+            f'        "this net takes {format_shape(spec.input)} images in '
             f'{spec.num_classes} classes; CIFAR-10 has 3x32x32 images in 10 "\n'
             '        "classes, so replace the data set below"\n'
             "    )\n"
