@@ -10,7 +10,12 @@ from functools import lru_cache
 
 import streamlit as st
 
-from surgery.explain import explain_block, explain_failure, flatten_derivation
+from surgery.explain import (
+    BlockExplanation,
+    explain_block,
+    explain_failure,
+    flatten_derivation,
+)
 from surgery.fixes import Fix, suggest_fixes
 from surgery.presets import PRESETS
 from surgery.shapes import ShapeReport, ShapeRow, format_shape, trace
@@ -440,7 +445,7 @@ def _explanation(
         render_explanation(explanation)
 
 
-def render_explanation(explanation) -> None:
+def render_explanation(explanation: BlockExplanation) -> None:
     """Formula, Param # working, receptive field, spatial budget, border note."""
     st.markdown(f"**{explanation.title}**")
     st.code("\n".join(explanation.formula_lines), language=None, wrap_lines=True)
@@ -483,7 +488,7 @@ def _fix_buttons(report: ShapeReport) -> None:
             )
 
 
-def receptive_field_text(explanation) -> str:
+def receptive_field_text(explanation: BlockExplanation) -> str:
     """The field in input pixels; after the flatten every feature sees it all."""
     if len(explanation.output_shape) == 1:
         return "the whole input: every feature depends on every input pixel"
