@@ -14,7 +14,7 @@ from typing import Any
 
 from .layers import layer_name
 from .shapes import ShapeReport, format_shape, trace
-from .spec import Block, Conv, Pool, Spec, describe
+from .spec import Block, Pool, Spec, describe
 
 
 def block_names(blocks: tuple[Block, ...]) -> list[str]:
@@ -128,8 +128,7 @@ def _in_sizes(report: ShapeReport) -> dict[int, tuple[str, int]]:
     """0-based block position -> ('in_channels' or 'in_features', value)."""
     sizes = {}
     for row in report.rows:
-        block = report.spec.blocks[row.index - 1]
-        if isinstance(block, Conv):
+        if row.type == "conv":
             sizes[row.index - 1] = ("in_channels", row.input_shape[0])
         elif row.type == "fc":
             sizes[row.index - 1] = ("in_features", row.input_shape[0])
