@@ -46,10 +46,11 @@ def shape_rows(report: ShapeReport, quiz: QuizView | None = None) -> list[dict]:
     left out and its Output Shape is hidden until answered."""
     spec = report.spec
     rows = [_row("", "input", "", "", format_shape(spec.input), "", "", "input")]
+    flatten_at = _flatten_position(report)
     for row in report.rows:
         if quiz is not None and row.index > quiz.block:
             return rows
-        if row.type == "fc" and report.flatten is not None and _first_fc(report, row):
+        if row.index == flatten_at:
             rows.append(_flatten_row(report, row.index))
         rows.append(_block_row(row, quiz is None or quiz.shows(row.index)))
     if quiz is not None and not (quiz.revealed and quiz.block == len(spec.blocks)):
@@ -77,8 +78,12 @@ def _row(index, block, layer, in_shape, out_shape, params, mult_adds, kind) -> d
     return {**dict(zip(COLUMNS, values)), "kind": kind}
 
 
-def _first_fc(report: ShapeReport, row) -> bool:
-    return not any(r.type == "fc" for r in report.rows[: row.index - 1])
+def _flatten_position(report: ShapeReport) -> int | None:
+    """The block the automatic flatten goes before: the first fc, if it flattens."""
+    if report.flatten is None:
+        return None
+    # The flatten is known even when that fc itself fails, so it may have no row.
+    return next((row.index for row in report.rows if row.type == "fc"), None)
 
 
 def _flatten_row(report: ShapeReport, fc_index: int) -> dict:
