@@ -502,9 +502,8 @@ def explain_failure(report: ShapeReport) -> FailureExplanation | None:
     if report.error is None:
         return None
     index, message = report.error.index, report.error.message
-    problem = structure_problem(report.spec)
-    if problem is not None and str(problem) == message:
-        rule, lines = _structure_rule(report, problem)
+    if report.error.structural:
+        rule, lines = _structure_rule(report, structure_problem(report.spec))
         return FailureExplanation(index, rule, lines, message)
     block = report.spec.blocks[index - 1]
     field_problem = block_problem(block, index)

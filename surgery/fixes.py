@@ -314,8 +314,7 @@ def suggest_fixes(spec: Spec, report: ShapeReport | None = None) -> list[Fix]:
     if report.error is None:
         return []
     index = report.error.index
-    problem = structure_problem(spec)
-    structural = problem is not None and str(problem) == report.error.message
+    structural = report.error.structural
     full, partial, seen = [], [], {spec}
     upstream = 0
     for family in _families(spec, index, structural):

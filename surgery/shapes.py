@@ -61,6 +61,8 @@ class BlockError:
 
     index: int
     message: str
+    # True when the order of blocks breaks a rule (see `structure_problem`).
+    structural: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,7 @@ def trace(spec: Spec) -> ShapeReport:
         blocks = blocks[: problem.index - 1] if problem.index else ()
     rows, flatten, error = _walk(blocks, spec.input)
     if error is None and problem is not None:
-        error = BlockError(problem.index or 1, str(problem))
+        error = BlockError(problem.index or 1, str(problem), structural=True)
     return ShapeReport(spec, rows, flatten, error)
 
 
